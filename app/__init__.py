@@ -1,0 +1,1 @@
+"""Box-prompted medical image segmentation appliance (runtime: numpy + OpenVINO + OpenCV)."""

@@ -1,0 +1,102 @@
+"""``python -m app -i INPUT_DIR -o OUTPUT_DIR``: segment every ``*.npz`` in INPUT_DIR.
+
+Each case is written to ``OUTPUT_DIR/<same name>.npz`` (key ``segs``, uint16). A bad case is
+reported by name on stderr and skipped; the others still run. Exit code: 0 all cases written,
+1 some case failed, 2 the folders or models are unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from app.errors import CaseError
+from app.pipeline import predict_case
+from app.sessions import SessionCache, create_core, default_threads
+
+log = logging.getLogger("app")
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-i", "--input", type=Path, required=True, help="folder of *.npz cases")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the segmentations")
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="exported models folder")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="OpenVINO compiled-model cache (default: $SEG_CACHE_DIR, else "
+                             "~/.cache/medseg-appliance/openvino); 'none' disables it")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v progress, -vv details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
+    return parser
+
+
+def _cache_dir(arg: Path | None) -> Path | None:
+    """Compiled-model cache folder, or None when disabled or not writable (then: no cache)."""
+    if arg is not None and str(arg).lower() == "none":
+        return None
+    env = os.environ.get("SEG_CACHE_DIR")
+    default = Path(env) if env else Path.home() / ".cache" / "medseg-appliance" / "openvino"
+    cache = arg if arg is not None else default
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # not creatable: run without a compiled-model cache
+    return cache if os.access(cache, os.W_OK) else None
+
+
+def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
+    if not input_dir.is_dir():
+        return f"input folder {input_dir} does not exist"
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create output folder {output_dir}: {exc}"
+    if not os.access(output_dir, os.W_OK):
+        return f"output folder {output_dir} is not writable"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    problem = _check_dirs(args.input, args.output)
+    if problem:
+        log.error(problem)
+        return 2
+    cases = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".npz" and p.is_file())
+    t0 = time.perf_counter()
+    try:
+        sessions = SessionCache(create_core(_cache_dir(args.cache_dir)), args.models,
+                                default_threads())
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    failed = 0
+    for path in cases:
+        try:
+            result = predict_case(path, args.output, sessions)
+            log.info("%s: done in %.2f s (model %s, %d encoder calls)", result.name, result.seconds,
+                     result.model_key, result.encoder_calls)
+        except CaseError as exc:
+            failed += 1
+            log.error("case failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - one broken case must not stop the batch
+            failed += 1
+            log.error("case failed: %s: unexpected %s: %s", path.name, type(exc).__name__, exc)
+            log.debug("%s", traceback.format_exc())
+    summary = f"{len(cases) - failed} done, {failed} failed, {time.perf_counter() - t0:.1f} s"
+    print(f"app: {summary}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""2D cases: encode the image once, decode once per box, later box wins on overlap."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from app.postprocessing import logits_to_mask, paint
+from app.preprocessing import box_to_model, clip_box_2d, encoder_input
+
+
+class Session(Protocol):
+    """What inference needs from a model (SamSession, or a fake in tests)."""
+
+    input_size: int
+
+    def encode(self, images: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray: ...
+
+
+def segment_image(image: np.ndarray, boxes: np.ndarray, session: Session) -> np.ndarray:
+    """(H, W, 3) uint8 image, (N, 4) XYXY boxes -> (H, W) uint16 labels (box i -> label i+1).
+
+    Boxes entirely outside the image are skipped (their label stays absent).
+    """
+    original_hw = image.shape[:2]
+    labels = np.zeros(original_hw, dtype=np.uint16)
+    if len(boxes) == 0:
+        return labels
+    tensor, resized = encoder_input(image, session.input_size)
+    embedding = session.encode(tensor)  # (1, 256, 64, 64)
+    for label, box in enumerate(boxes, start=1):
+        clipped = clip_box_2d(box, original_hw)
+        if clipped is None:
+            continue
+        logits = session.decode(embedding, box_to_model(clipped, original_hw, session.input_size))
+        paint(labels, logits_to_mask(logits, resized, original_hw), label)
+    return labels

@@ -1,0 +1,151 @@
+"""3D cases: key slice per box, then propagation up and down, one embedding per slice.
+
+For every box: the middle slice of its (inclusive, clipped) z range is prompted with the 2D box;
+each further slice is prompted with the box of the same object's mask on the neighbouring slice
+(+/- 3 px), or with the original box when that mask is empty. All boxes advance together in one
+sweep per direction, so a slice is encoded once and shared by every box that needs it; the
+embedding is dropped as soon as no pending step needs it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.infer_2d import Session
+from app.postprocessing import logits_to_mask, paint, propagation_box
+from app.preprocessing import box_to_model, clip_box_2d, clip_z_range, encoder_input, resized_hw
+
+# Embeddings kept at most (4 MiB each): bounds the cache at 1 GiB. Beyond it a slice still
+# needed later is re-encoded then (counted in SliceEmbeddings.encodes).
+DEFAULT_CACHE_SLICES = 256
+
+UP, DOWN = 1, -1
+
+
+@dataclass
+class ObjectTrack:
+    """One box's propagation state. Frames: box_orig in image pixels, box_model in model pixels."""
+
+    label: int
+    box_model: np.ndarray  # (4,) prompt for the key slice and the fallback
+    z_min: int
+    z_key: int
+    z_max: int
+    prev_mask: np.ndarray | None = None  # (H, W) bool mask on the last slice processed
+    key_mask: np.ndarray | None = None
+
+    def steps(self, direction: int) -> range:
+        """Slices after the key slice in ``direction``, in processing order."""
+        if direction == UP:
+            return range(self.z_key + 1, self.z_max + 1)
+        return range(self.z_key - 1, self.z_min - 1, -1)
+
+
+class SliceEmbeddings:
+    """Per-slice embedding cache that knows how many uses each slice has left."""
+
+    def __init__(self, volume: np.ndarray, session: Session, uses: Counter[int], capacity: int) -> None:
+        self._volume = volume
+        self._session = session
+        self._uses = uses
+        self._capacity = capacity
+        self._store: dict[int, np.ndarray] = {}
+        self.encodes = 0
+        self.peak = 0
+        self.resized = resized_hw(volume.shape[1:3], session.input_size)  # same for every slice
+
+    def take(self, z: int) -> np.ndarray:
+        """(1, 256, 64, 64) embedding of slice z, for one use."""
+        emb = self._store.get(z)
+        if emb is None:
+            tensor, _ = encoder_input(self._volume[z], self._session.input_size)
+            emb = self._session.encode(tensor)
+            self.encodes += 1
+        self._uses[z] -= 1
+        if self._uses[z] > 0 and (z in self._store or len(self._store) < self._capacity):
+            self._store[z] = emb
+            self.peak = max(self.peak, len(self._store))
+        else:
+            self._store.pop(z, None)
+        return emb
+
+
+def make_tracks(boxes: np.ndarray, volume_shape: tuple[int, ...], size: int) -> list[ObjectTrack]:
+    """(N, 6) boxes -> tracks for the boxes that touch the volume (others are skipped)."""
+    depth, h, w = volume_shape[:3]
+    tracks = []
+    for label, box in enumerate(boxes, start=1):
+        z_range = clip_z_range(box[2], box[5], depth)
+        box_2d = clip_box_2d(box[[0, 1, 3, 4]], (h, w))
+        if z_range is None or box_2d is None:
+            continue
+        z0, z1 = z_range
+        tracks.append(ObjectTrack(label, box_to_model(box_2d, (h, w), size), z0, (z0 + z1) // 2, z1))
+    return tracks
+
+
+def slice_uses(tracks: list[ObjectTrack]) -> Counter[int]:
+    """How many decoder steps need each slice's embedding."""
+    uses: Counter[int] = Counter()
+    for t in tracks:
+        uses.update(range(t.z_min, t.z_max + 1))
+    return uses
+
+
+def propagation_steps(boxes: np.ndarray, volume_shape: tuple[int, ...], size: int) -> int:
+    """Decoder steps after the key slices (for progress reporting)."""
+    return sum(t.z_max - t.z_min for t in make_tracks(boxes, volume_shape, size))
+
+
+def propagate(
+    tracks: list[ObjectTrack],
+    direction: int,
+    embeddings: SliceEmbeddings,
+    labels: np.ndarray,
+    session: Session,
+    on_step: Callable[[], None] | None = None,
+) -> None:
+    """Advance every track away from its key slice in ``direction`` (UP: +z, DOWN: -z)."""
+    schedule: dict[int, list[ObjectTrack]] = {}
+    for t in tracks:
+        t.prev_mask = t.key_mask
+        for z in t.steps(direction):
+            schedule.setdefault(z, []).append(t)
+    hw = labels.shape[1:3]
+    for z in sorted(schedule, reverse=direction == DOWN):
+        emb = None
+        for t in schedule[z]:
+            emb = embeddings.take(z)
+            prompt = None if t.prev_mask is None else propagation_box(t.prev_mask, t.label, session.input_size)
+            box = t.box_model if prompt is None else prompt
+            t.prev_mask = logits_to_mask(session.decode(emb, box), embeddings.resized, hw)
+            paint(labels[z], t.prev_mask, t.label)
+            if on_step is not None:
+                on_step()
+
+
+def segment_volume(
+    volume: np.ndarray,
+    boxes: np.ndarray,
+    session: Session,
+    capacity: int = DEFAULT_CACHE_SLICES,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, SliceEmbeddings | None]:
+    """(D, H, W) or (D, H, W, 3) uint8 volume, (N, 6) boxes -> (D, H, W) uint16 labels."""
+    labels = np.zeros(volume.shape[:3], dtype=np.uint16)
+    tracks = make_tracks(boxes, volume.shape, session.input_size)
+    if not tracks:
+        return labels, None
+    embeddings = SliceEmbeddings(volume, session, slice_uses(tracks), capacity)
+    hw = labels.shape[1:3]
+    for t in sorted(tracks, key=lambda t: t.z_key):
+        emb = embeddings.take(t.z_key)
+        t.key_mask = logits_to_mask(session.decode(emb, t.box_model), embeddings.resized, hw)
+        paint(labels[t.z_key], t.key_mask, t.label)
+    propagate(tracks, UP, embeddings, labels, session, on_step)
+    propagate(tracks, DOWN, embeddings, labels, session, on_step)
+    return labels, embeddings

@@ -1,0 +1,150 @@
+"""Case I/O: load and validate a challenge npz, write ``segs`` atomically.
+
+Input contract (REFERENCE.md section 1): ``imgs`` (H, W, 3) uint8 for 2D or (D, H, W) uint8 for
+3D; ``boxes`` (N, 4) XYXY or (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max], pixel indices,
+inclusive; ``spacing`` optional. Odd but meaningful variants are normalised here (see the README
+table "What happens with odd inputs"); anything else raises :class:`CaseError`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import CaseError
+from app.routing import case_dims
+
+MAX_OBJECTS = 65535  # labels are uint16; 0 is background
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validated case.
+
+    image: 2D (H, W, 3) uint8, or 3D (D, H, W) uint8 / (D, H, W, 3) uint8.
+    boxes: (N, 4) or (N, 6) float64, order as in the file, pixel indices, inclusive.
+    """
+
+    name: str
+    image: np.ndarray
+    boxes: np.ndarray
+    spacing: tuple[float, ...] | None
+
+    @property
+    def is_3d(self) -> bool:
+        return self.boxes.shape[1] == 6
+
+    @property
+    def seg_shape(self) -> tuple[int, ...]:
+        """Shape of the output label map: the image without its channel axis."""
+        return self.image.shape[:3] if self.is_3d else self.image.shape[:2]
+
+
+def _read_arrays(path: Path, case: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as exc:  # object arrays need pickle: never unpickle untrusted input
+        raise CaseError(case, f"holds pickled/object arrays, which are refused ({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CaseError(case, f"is not a readable npz file ({type(exc).__name__}: {exc})") from None
+
+
+def _to_uint8(image: np.ndarray, case: str) -> np.ndarray:
+    """uint8 as is; other real dtypes rescaled min-max to 0..255 (the model min-max normalises)."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_ or not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise CaseError(case, f"imgs has unsupported dtype {image.dtype}; expected uint8")
+    values = image.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise CaseError(case, "imgs contains NaN or infinite values")
+    lo, hi = float(values.min()), float(values.max())
+    scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    return np.rint(scaled).astype(np.uint8)
+
+
+def _channels_last(image: np.ndarray, case: str, spatial: int) -> np.ndarray:
+    """Normalise the channel axis: none, 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped)."""
+    if image.ndim == spatial:
+        return image
+    if image.ndim == spatial + 1 and image.shape[-1] in (1, 3, 4):
+        if image.shape[-1] == 1:
+            return image[..., 0]
+        return image[..., :3]
+    raise CaseError(case, f"imgs has shape {image.shape}; expected {spatial} spatial axes "
+                          "plus an optional channel axis of 1, 3 or 4")
+
+
+def _boxes(raw: np.ndarray, case: str, width: int) -> np.ndarray:
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
+        raise CaseError(case, f"boxes has unsupported dtype {raw.dtype}")
+    boxes = raw.astype(np.float64)
+    if boxes.size == 0:
+        return boxes.reshape(0, width)
+    if boxes.ndim == 1 and boxes.shape[0] == width:
+        boxes = boxes[None]  # a single box given as a flat array
+    if boxes.ndim != 2 or boxes.shape[1] != width:
+        raise CaseError(case, f"boxes has shape {raw.shape}; expected (N, {width})")
+    if not np.isfinite(boxes).all():
+        raise CaseError(case, "boxes contains NaN or infinite values")
+    if boxes.shape[0] > MAX_OBJECTS:
+        raise CaseError(case, f"{boxes.shape[0]} boxes exceed the limit of {MAX_OBJECTS} (uint16 labels)")
+    return boxes
+
+
+def _infer_dims(name: str, arrays: dict[str, np.ndarray]) -> int:
+    """2 or 3: from the file name prefix, else the box width, else the image shape."""
+    dims = case_dims(name)
+    if dims is not None:
+        return dims
+    boxes = arrays["boxes"]
+    if boxes.ndim >= 1 and boxes.shape[-1] in (4, 6) and boxes.size > 0:
+        return 2 if boxes.shape[-1] == 4 else 3
+    image = arrays["imgs"]
+    return 2 if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4)) else 3
+
+
+def load_case(path: Path) -> Case:
+    """Read and validate one npz. Raises CaseError naming the case and the problem."""
+    name = path.name
+    arrays = _read_arrays(path, name)
+    missing = [k for k in ("imgs", "boxes") if k not in arrays]
+    if missing:
+        raise CaseError(name, f"missing key(s) {missing}; found {sorted(arrays)}")
+    dims = _infer_dims(name, arrays)
+    image = _channels_last(_to_uint8(arrays["imgs"], name), name, dims)
+    if dims == 2 and image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)  # grey (H, W) -> (H, W, 3)
+    if min(image.shape[:dims]) < 1:
+        raise CaseError(name, f"imgs has an empty axis: shape {image.shape}")
+    boxes = _boxes(arrays["boxes"], name, 4 if dims == 2 else 6)
+    spacing = tuple(float(s) for s in np.ravel(arrays["spacing"])) if "spacing" in arrays else None
+    return Case(name=name, image=image, boxes=boxes, spacing=spacing)
+
+
+def save_segmentation(path: Path, segs: np.ndarray) -> None:
+    """Write ``segs`` (uint16) with np.savez_compressed via a temp file + atomic rename.
+
+    A crash or kill mid-write leaves at most a hidden ``.*.tmp`` file, never a partial output;
+    an existing output is replaced, never appended to.
+    """
+    if segs.dtype != np.uint16:
+        msg = f"segs must be uint16, got {segs.dtype}"
+        raise RuntimeError(msg)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, segs=segs)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,61 @@
+"""One case end to end: load -> route -> segment (2D or 3D) -> save. The only module that
+knows every stage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.infer_2d import segment_image
+from app.infer_3d import propagation_steps, segment_volume
+from app.npz_io import load_case, save_segmentation
+from app.routing import modality, route
+from app.sessions import SessionCache
+
+log = logging.getLogger("app")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    model_key: str
+    seconds: float
+    encoder_calls: int
+
+
+class Progress:
+    """Logs 'decoder steps done / total' for long 3D cases, at most every ``every_s`` seconds."""
+
+    def __init__(self, name: str, total: int, every_s: float = 5.0) -> None:
+        self.name, self.total, self.every_s = name, total, every_s
+        self.done = 0
+        self._last = time.perf_counter()
+
+    def __call__(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self._last >= self.every_s:
+            self._last = now
+            log.info("%s: %d/%d slice steps", self.name, self.done, self.total)
+
+
+def predict_case(path: Path, out_dir: Path, sessions: SessionCache) -> CaseResult:
+    """Segment one npz and write ``out_dir/<same name>``. Raises CaseError on bad input."""
+    t0 = time.perf_counter()
+    case = load_case(path)
+    key = route(case.name)
+    session = sessions.get(key)
+    calls_before = session.encoder_calls
+    log.debug("%s: %dD, image %s, %d boxes, modality %s -> model %s", case.name,
+              3 if case.is_3d else 2, case.image.shape, len(case.boxes), modality(case.name), key)
+    if case.is_3d:
+        progress = Progress(case.name, total=propagation_steps(case.boxes, case.image.shape, session.input_size))
+        segs, cache = segment_volume(case.image, case.boxes, session, on_step=progress)
+        if cache is not None:
+            log.debug("%s: %d slice encodes, cache peak %d embeddings", case.name, cache.encodes, cache.peak)
+    else:
+        segs = segment_image(case.image, case.boxes, session)
+    save_segmentation(out_dir / case.name, segs)
+    return CaseResult(case.name, key, time.perf_counter() - t0, session.encoder_calls - calls_before)

@@ -1,0 +1,125 @@
+"""OpenVINO core, compile settings and a lazy per-model-key session cache.
+
+One ``ov.Core`` is created by :func:`create_core` and passed in; compiled models live in a
+:class:`SessionCache` keyed by model key, compiled on first use only (a 2D case never pays
+for a model it does not need).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+
+MANIFEST_NAME = "manifest.json"
+
+
+def compile_config(threads: int | None = None) -> dict[Any, Any]:
+    """Compile settings used everywhere (runtime, export parity, benchmarks).
+
+    fp32 with ACCURACY is pinned: OpenVINO otherwise picks bf16 on CPUs with AMX/AVX512-BF16,
+    which changes the embeddings (max |diff| 0.6 measured) and so the masks, host by host.
+    """
+    config: dict[Any, Any] = {
+        hints.inference_precision: ov.Type.f32,
+        hints.execution_mode: hints.ExecutionMode.ACCURACY,
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        hints.num_requests: 1,
+    }
+    if threads:
+        config[props.inference_num_threads] = threads
+    return config
+
+
+def create_core(cache_dir: Path | None) -> ov.Core:
+    """A Core whose compiled blobs persist in ``cache_dir`` (None: no cache)."""
+    core = ov.Core()
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        core.set_property({props.cache_dir: str(cache_dir)})
+    return core
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model key of the manifest: where its graphs are and its input size."""
+
+    key: str
+    encoder_xml: Path
+    decoder_xml: Path
+    input_size: int
+
+
+def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
+    """Model key -> entry, from ``models_dir/manifest.json`` (written by ``make export``)."""
+    path = models_dir / MANIFEST_NAME
+    if not path.is_file():
+        msg = f"no model manifest at {path}: run `make export` first"
+        raise FileNotFoundError(msg)
+    models = json.loads(path.read_text())["models"]
+    return {
+        key: ModelEntry(key, models_dir / key / "encoder.xml", models_dir / key / "decoder.xml",
+                        int(m["input_size"]))
+        for key, m in models.items()
+    }
+
+
+class SamSession:
+    """Compiled encoder + decoder of one model key. Outputs are copied, never aliased."""
+
+    def __init__(self, entry: ModelEntry, encoder: ov.CompiledModel, decoder: ov.CompiledModel) -> None:
+        self.entry = entry
+        self.input_size = entry.input_size
+        self._encoder = encoder
+        self._decoder = decoder
+        self.encoder_calls = 0
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) float32 in [0, 1] -> (B, 256, 64, 64) float32."""
+        self.encoder_calls += images.shape[0]
+        return np.array(self._encoder({"image": images})[0], dtype=np.float32, copy=True)
+
+    def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray:
+        """(1, 256, 64, 64) embedding, (4,) model-frame XYXY box -> (256, 256) float32 logits."""
+        boxes = np.asarray(box_model, dtype=np.float32).reshape(1, 4)  # (1, 4)
+        out = self._decoder({"image_embeddings": embedding, "boxes": boxes})[0]
+        return np.array(out[0, 0], dtype=np.float32, copy=True)  # (256, 256)
+
+
+class SessionCache:
+    """Lazily compiles and keeps one :class:`SamSession` per model key."""
+
+    def __init__(self, core: ov.Core, models_dir: Path, threads: int | None = None) -> None:
+        self._core = core
+        self._entries = read_manifest(models_dir)
+        self._config = compile_config(threads)
+        self._sessions: dict[str, SamSession] = {}
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, key: str) -> SamSession:
+        if key not in self._sessions:
+            try:
+                entry = self._entries[key]
+            except KeyError:
+                msg = f"model key {key!r} is not in the manifest; available: {self.keys}"
+                raise ValueError(msg) from None
+            enc = self._core.compile_model(str(entry.encoder_xml), "CPU", self._config)
+            dec = self._core.compile_model(str(entry.decoder_xml), "CPU", self._config)
+            self._sessions[key] = SamSession(entry, enc, dec)
+        return self._sessions[key]
+
+
+def default_threads() -> int | None:
+    """Threads from ``SEG_THREADS`` (unset: OpenVINO decides, one per physical core)."""
+    value = os.environ.get("SEG_THREADS")
+    return int(value) if value else None

@@ -1,0 +1,1 @@
+"""Offline evaluation: agreement with the baseline oracle, accuracy metrics, reports."""

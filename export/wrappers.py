@@ -1,0 +1,39 @@
+"""Trace-friendly wrappers: the two graphs the runtime executes.
+
+encoder: image (B, 3, S, S) float32 in [0, 1] -> image_embeddings (B, 256, 64, 64)
+decoder: image_embeddings (B, 256, 64, 64), boxes (B, 4) float32 XYXY model-frame pixels
+         -> low_res_logits (B, 1, 256, 256). Prompt encoding, the no-mask dense embedding and
+         the dense positional encoding (a constant) are folded in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from export.architectures.sam import BoxSAM
+
+ENCODER_INPUTS = ("image",)
+ENCODER_OUTPUTS = ("image_embeddings",)
+DECODER_INPUTS = ("image_embeddings", "boxes")
+DECODER_OUTPUTS = ("low_res_logits",)
+
+
+class EncoderForExport(nn.Module):
+    def __init__(self, model: BoxSAM) -> None:
+        super().__init__()
+        self.encoder = model.image_encoder
+        self.eval()  # a new Module starts in train mode; the exporter restores it recursively
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image)
+
+
+class DecoderForExport(nn.Module):
+    def __init__(self, model: BoxSAM) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(image_embeddings, boxes)
