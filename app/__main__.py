@@ -25,14 +25,24 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-i", "--input", type=Path, required=True, help="folder of *.npz cases")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the segmentations")
+    parser = argparse.ArgumentParser(
+        prog="python -m app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-i", "--input", type=Path, help="folder of *.npz cases")
+    parser.add_argument("-o", "--output", type=Path, help="folder for the segmentations")
+    parser.add_argument(
+        "--warmup",
+        action="store_true",
+        help="compile every model into the cache and exit (container build step)",
+    )
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="exported models folder")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="OpenVINO compiled-model cache (default: $SEG_CACHE_DIR, else "
-                             "~/.cache/medseg-appliance/openvino); 'none' disables it")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="OpenVINO compiled-model cache (default: $SEG_CACHE_DIR, else "
+        "~/.cache/medseg-appliance/openvino); 'none' disables it",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v progress, -vv details")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
     return parser
@@ -64,9 +74,30 @@ def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
     return None
 
 
+def warmup(models: Path, cache_arg: Path | None) -> int:
+    """Compile every model of the manifest once, so later runs load compiled blobs."""
+    cache = _cache_dir(cache_arg)
+    if cache is None:
+        log.error("--warmup needs a writable cache folder (--cache-dir or SEG_CACHE_DIR)")
+        return 2
+    sessions = SessionCache(create_core(cache), models, default_threads())
+    for key in sessions.keys:
+        t0 = time.perf_counter()
+        sessions.get(key)
+        print(f"app: compiled {key} into {cache} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.warmup:
+        return warmup(args.models, args.cache_dir)
+    if args.input is None or args.output is None:
+        parser.error("-i/--input and -o/--output are required")
+    level = (
+        logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    )
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
     problem = _check_dirs(args.input, args.output)
     if problem:
@@ -75,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".npz" and p.is_file())
     t0 = time.perf_counter()
     try:
-        sessions = SessionCache(create_core(_cache_dir(args.cache_dir)), args.models,
-                                default_threads())
+        sessions = SessionCache(create_core(_cache_dir(args.cache_dir)), args.models, default_threads())
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2
@@ -84,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in cases:
         try:
             result = predict_case(path, args.output, sessions)
-            log.info("%s: done in %.2f s (model %s, %d encoder calls)", result.name, result.seconds,
-                     result.model_key, result.encoder_calls)
+            log.info(
+                "%s: done in %.2f s (model %s, %d encoder calls)",
+                result.name,
+                result.seconds,
+                result.model_key,
+                result.encoder_calls,
+            )
         except CaseError as exc:
             failed += 1
             log.error("case failed: %s", exc)

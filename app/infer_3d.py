@@ -120,7 +120,9 @@ def propagate(
         emb = None
         for t in schedule[z]:
             emb = embeddings.take(z)
-            prompt = None if t.prev_mask is None else propagation_box(t.prev_mask, t.label, session.input_size)
+            prompt = (
+                None if t.prev_mask is None else propagation_box(t.prev_mask, t.label, session.input_size)
+            )
             box = t.box_model if prompt is None else prompt
             t.prev_mask = logits_to_mask(session.decode(emb, box), embeddings.resized, hw)
             paint(labels[z], t.prev_mask, t.label)

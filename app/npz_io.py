@@ -46,6 +46,8 @@ class Case:
 
 
 def _read_arrays(path: Path, case: str) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):
+        raise CaseError(case, "is not a readable npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -77,8 +79,11 @@ def _channels_last(image: np.ndarray, case: str, spatial: int) -> np.ndarray:
         if image.shape[-1] == 1:
             return image[..., 0]
         return image[..., :3]
-    raise CaseError(case, f"imgs has shape {image.shape}; expected {spatial} spatial axes "
-                          "plus an optional channel axis of 1, 3 or 4")
+    raise CaseError(
+        case,
+        f"imgs has shape {image.shape}; expected {spatial} spatial axes "
+        "plus an optional channel axis of 1, 3 or 4",
+    )
 
 
 def _boxes(raw: np.ndarray, case: str, width: int) -> np.ndarray:

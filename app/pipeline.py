@@ -48,10 +48,19 @@ def predict_case(path: Path, out_dir: Path, sessions: SessionCache) -> CaseResul
     key = route(case.name)
     session = sessions.get(key)
     calls_before = session.encoder_calls
-    log.debug("%s: %dD, image %s, %d boxes, modality %s -> model %s", case.name,
-              3 if case.is_3d else 2, case.image.shape, len(case.boxes), modality(case.name), key)
+    log.debug(
+        "%s: %dD, image %s, %d boxes, modality %s -> model %s",
+        case.name,
+        3 if case.is_3d else 2,
+        case.image.shape,
+        len(case.boxes),
+        modality(case.name),
+        key,
+    )
     if case.is_3d:
-        progress = Progress(case.name, total=propagation_steps(case.boxes, case.image.shape, session.input_size))
+        progress = Progress(
+            case.name, total=propagation_steps(case.boxes, case.image.shape, session.input_size)
+        )
         segs, cache = segment_volume(case.image, case.boxes, session, on_step=progress)
         if cache is not None:
             log.debug("%s: %d slice encodes, cache peak %d embeddings", case.name, cache.encodes, cache.peak)

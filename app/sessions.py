@@ -65,8 +65,9 @@ def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
         raise FileNotFoundError(msg)
     models = json.loads(path.read_text())["models"]
     return {
-        key: ModelEntry(key, models_dir / key / "encoder.xml", models_dir / key / "decoder.xml",
-                        int(m["input_size"]))
+        key: ModelEntry(
+            key, models_dir / key / "encoder.xml", models_dir / key / "decoder.xml", int(m["input_size"])
+        )
         for key, m in models.items()
     }
 

@@ -47,12 +47,23 @@ def resize_box_to_256(box: np.ndarray, original_hw: tuple[int, int]) -> np.ndarr
 def get_bbox256(mask_256: np.ndarray) -> np.ndarray:
     ys, xs = np.where(mask_256 > 0)
     h, w = mask_256.shape
-    return np.array([max(0, xs.min() - BBOX_SHIFT), max(0, ys.min() - BBOX_SHIFT),
-                     min(w, xs.max() + BBOX_SHIFT), min(h, ys.max() + BBOX_SHIFT)])
+    return np.array(
+        [
+            max(0, xs.min() - BBOX_SHIFT),
+            max(0, ys.min() - BBOX_SHIFT),
+            min(w, xs.max() + BBOX_SHIFT),
+            min(h, ys.max() + BBOX_SHIFT),
+        ]
+    )
 
 
-def infer_mask(model: BoxSAM, embedding: torch.Tensor, box_256: np.ndarray,
-               new_hw: tuple[int, int], original_hw: tuple[int, int]) -> np.ndarray:
+def infer_mask(
+    model: BoxSAM,
+    embedding: torch.Tensor,
+    box_256: np.ndarray,
+    new_hw: tuple[int, int],
+    original_hw: tuple[int, int],
+) -> np.ndarray:
     """(H, W) uint8 0/1 mask: decode, crop, bilinear to the original size, sigmoid > 0.5."""
     with torch.no_grad():
         box = torch.as_tensor(np.asarray(box_256)[None], dtype=torch.float)  # (1, 4)

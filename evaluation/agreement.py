@@ -35,8 +35,9 @@ def run_cli(module: str, data: Path, out: Path, log: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with log.open("w") as fh:
-        subprocess.run([sys.executable, "-m", module, "-i", str(data), "-o", str(out)],
-                       stderr=fh, stdout=fh, check=False)
+        subprocess.run(
+            [sys.executable, "-m", module, "-i", str(data), "-o", str(out)], stderr=fh, stdout=fh, check=False
+        )
     return time.perf_counter() - t0
 
 
@@ -50,8 +51,14 @@ def compare(data: Path, app_out: Path, ref_out: Path) -> list[dict[str, object]]
         n = len(load_case(path).boxes)
         with np.load(a) as fa, np.load(b) as fb:
             d = label_dice(fa["segs"], fb["segs"], n)
-        rows.append({"case": path.name, "dims": "3D" if path.name.startswith("3D") else "2D",
-                     "dice": round(d, 5), "note": ""})
+        rows.append(
+            {
+                "case": path.name,
+                "dims": "3D" if path.name.startswith("3D") else "2D",
+                "dice": round(d, 5),
+                "note": "",
+            }
+        )
     return rows
 
 
@@ -60,8 +67,10 @@ def summarise(rows: list[dict[str, object]]) -> list[str]:
     for dims in ("2D", "3D"):
         vals = [float(r["dice"]) for r in rows if r["dims"] == dims and r["dice"] != ""]
         if vals:
-            lines.append(f"| {dims} | {len(vals)} | {np.mean(vals):.4f} | {min(vals):.4f} | "
-                         f"{sum(v < GATE for v in vals)} |")
+            lines.append(
+                f"| {dims} | {len(vals)} | {np.mean(vals):.4f} | {min(vals):.4f} | "
+                f"{sum(v < GATE for v in vals)} |"
+            )
     missing = [str(r["case"]) for r in rows if r["note"]]
     if missing:
         lines.append(f"\nMissing outputs ({len(missing)}): {', '.join(missing[:20])}")
@@ -87,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "# App vs baseline oracle agreement", "",
+        "# App vs baseline oracle agreement",
+        "",
         f"Data: `{args.data}`. Command: `make agreement` (`python -m evaluation.agreement`).",
-        "Per case: mean over its labels of Dice(app label i, oracle label i); gate: mean >= 0.98.", "",
+        "Per case: mean over its labels of Dice(app label i, oracle label i); gate: mean >= 0.98.",
+        "",
         *summarise(rows),
     ]
     (args.out / "README.md").write_text("\n".join(lines) + "\n")
@@ -97,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     means = [float(r["dice"]) for r in rows if r["dice"] != ""]
     ok = bool(means) and all(
         np.mean([float(r["dice"]) for r in rows if r["dims"] == d and r["dice"] != ""] or [1.0]) >= GATE
-        for d in ("2D", "3D"))
+        for d in ("2D", "3D")
+    )
     return 0 if ok else 1
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -29,6 +30,7 @@ from export.wrappers import DecoderForExport, EncoderForExport
 
 MANIFEST_NAME = "manifest.json"
 GRAPHS = ("encoder", "decoder")
+PIN_FILE = Path(__file__).resolve().parent / "pinned_ir_sha256.json"
 
 
 def log(msg: str) -> None:
@@ -77,12 +79,14 @@ def run_openvino(ir_dir: Path, images: np.ndarray, boxes: np.ndarray) -> tuple[n
 
 
 def rt_info(key: str, spec: ModelSpec) -> dict[str, str]:
-    return {"model_key": key, "architecture": spec.architecture, **{
-        k: str(v) for k, v in spec.preprocessing.items()
-    }}
+    return {
+        "model_key": key,
+        "architecture": spec.architecture,
+        **{k: str(v) for k, v in spec.preprocessing.items()},
+    }
 
 
-def export_one(key: str, models_dir: Path, build_dir: Path) -> dict[str, object]:
+def export_one(key: str, models_dir: Path, build_dir: Path) -> dict[str, Any]:
     spec = get_spec(key)
     t0 = time.perf_counter()
     model = load_model(spec)
@@ -121,7 +125,7 @@ def export_one(key: str, models_dir: Path, build_dir: Path) -> dict[str, object]
     }
 
 
-def write_manifest(models_dir: Path, entries: dict[str, object]) -> Path:
+def write_manifest(models_dir: Path, entries: dict[str, Any]) -> Path:
     manifest = {
         "format": 1,
         "generated_by": "make export (python -m export)",
@@ -135,20 +139,44 @@ def write_manifest(models_dir: Path, entries: dict[str, object]) -> Path:
     return path
 
 
+def report_reproducibility(entries: dict[str, dict[str, Any]], pin: bool) -> None:
+    """Compare the IR checksums with the pinned build (or pin them)."""
+    current = {"openvino": ov.__version__, "models": {k: e["files"] for k, e in entries.items()}}
+    if pin:
+        PIN_FILE.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+        log(f"pinned IR checksums in {PIN_FILE}")
+        return
+    pinned = json.loads(PIN_FILE.read_text()) if PIN_FILE.is_file() else {}
+    same = all(pinned.get("models", {}).get(k) == f for k, f in current["models"].items())
+    log(
+        "IR byte-identical to the pinned build"
+        if same
+        else "IR differs from the pinned build (parity gates passed; re-pin with --pin if intended)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--build-dir", type=Path, default=Path("build/onnx"))
     parser.add_argument("--keys", nargs="*", default=sorted(MODEL_SPECS), help="model keys to export")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"record the IR checksums in {PIN_FILE} (after a deliberate change)",
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     entries = {key: export_one(key, args.models_dir, args.build_dir) for key in args.keys}
     path = write_manifest(args.models_dir, entries)
     for key, entry in entries.items():
-        for hop in entry["parity"]:  # type: ignore[index]
-            log(f"{key} {hop['hop']}: emb {hop['embedding_max_abs']:.1e}, "
-                f"logit {hop['logit_max_abs']:.1e}, sign agree {hop['mask_sign_agreement']:.5f}")
+        for hop in entry["parity"]:
+            log(
+                f"{key} {hop['hop']}: emb {hop['embedding_max_abs']:.1e}, "
+                f"logit {hop['logit_max_abs']:.1e}, sign agree {hop['mask_sign_agreement']:.5f}"
+            )
     log(f"wrote {path}")
+    report_reproducibility(entries, args.pin)
     return 0
 
 

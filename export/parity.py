@@ -44,15 +44,20 @@ def parity_inputs(input_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     disk = ((yy - 0.45 * s) ** 2 + (xx - 0.55 * s) ** 2 < (0.2 * s) ** 2).astype(np.float32)
     noise = rng.random((s, s), dtype=np.float32)
-    images = np.stack([
-        np.clip(0.7 * disk + 0.3 * noise, 0, 1),
-        noise,
-        (yy + xx) / (2 * s - 2),
-    ])
+    images = np.stack(
+        [
+            np.clip(0.7 * disk + 0.3 * noise, 0, 1),
+            noise,
+            (yy + xx) / (2 * s - 2),
+        ]
+    )
     images = np.repeat(images[:, None], 3, axis=1).astype(np.float32)  # (3, 3, S, S)
     boxes = np.array(
-        [[0.33 * s, 0.23 * s, 0.77 * s, 0.67 * s], [0.1 * s, 0.1 * s, 0.5 * s, 0.6 * s],
-         [0.4 * s, 0.3 * s, 0.9 * s, 0.95 * s]],
+        [
+            [0.33 * s, 0.23 * s, 0.77 * s, 0.67 * s],
+            [0.1 * s, 0.1 * s, 0.5 * s, 0.6 * s],
+            [0.4 * s, 0.3 * s, 0.9 * s, 0.95 * s],
+        ],
         dtype=np.float32,
     )  # (3, 4) XYXY model frame
     return images, boxes

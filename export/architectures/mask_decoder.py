@@ -6,7 +6,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from export.architectures.layers import MLP, LayerNorm2d
 

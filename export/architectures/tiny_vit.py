@@ -92,9 +92,9 @@ class PatchMerging(nn.Module):
 
 def relative_offset_index(window: int) -> torch.Tensor:
     """(N, N) int64 index into a table of |dy|*window+|dx| offsets, N = window**2."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
-    ).flatten(1)  # (2, N), row-major (y, x)
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(
+        1
+    )  # (2, N), row-major (y, x)
     delta = (coords[:, :, None] - coords[:, None, :]).abs()  # (2, N, N)
     return delta[0] * window + delta[1]
 

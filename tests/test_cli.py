@@ -1,0 +1,70 @@
+"""End-to-end: the predict.sh contract on a temp folder, with the real model."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from demo.synthetic import disks_2d, save_case, sphere_3d
+from tests.conftest import ROOT
+
+
+def run_predict(inputs: Path, outputs: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SEG_INPUT": str(inputs),
+        "SEG_OUTPUT": str(outputs),
+        "SEG_CACHE_DIR": str(cache),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["sh", "predict.sh"], cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, models_dir):
+    root = tmp_path_factory.mktemp("cli")
+    inputs, outputs = root / "inputs", root / "outputs"
+    save_case(inputs / "2DBox_US_disks.npz", *disks_2d())
+    save_case(inputs / "3DBox_CT_sphere.npz", *sphere_3d(shape=(8, 64, 64)))
+    (inputs / "2DBox_US_broken.npz").write_bytes(b"garbage")
+    np.savez(inputs / "2DBox_US_nokeys.npz", image=np.zeros((4, 4, 3), np.uint8))
+    first = run_predict(inputs, outputs, root / "cache")
+    second = run_predict(inputs, outputs, root / "cache")
+    return inputs, outputs, first, second
+
+
+def test_good_cases_are_written_with_the_contract(batch) -> None:
+    inputs, outputs, first, _ = batch
+    for name, shape in [("2DBox_US_disks.npz", (320, 400)), ("3DBox_CT_sphere.npz", (8, 64, 64))]:
+        with np.load(outputs / name) as data:
+            assert data.files == ["segs"]
+            assert data["segs"].dtype == np.uint16 and data["segs"].shape == shape
+            assert data["segs"].max() >= 1
+
+
+def test_bad_cases_are_named_and_do_not_stop_the_batch(batch) -> None:
+    _, outputs, first, _ = batch
+    assert first.returncode == 1
+    assert "2DBox_US_broken.npz: is not a readable npz" in first.stderr
+    assert "2DBox_US_nokeys.npz: missing key(s) ['imgs', 'boxes']" in first.stderr
+    assert "app: 2 done, 2 failed" in first.stderr
+    assert sorted(p.name for p in outputs.iterdir()) == ["2DBox_US_disks.npz", "3DBox_CT_sphere.npz"]
+
+
+def test_rerun_overwrites_identically(batch) -> None:
+    _, outputs, _, second = batch
+    assert second.returncode == 1
+    with np.load(outputs / "2DBox_US_disks.npz") as data:
+        assert data.files == ["segs"]
+
+
+def test_unusable_output_folder_exits_2(tmp_path, models_dir) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_predict(tmp_path, blocker / "out", tmp_path / "cache")
+    assert result.returncode == 2 and "cannot create output folder" in result.stderr

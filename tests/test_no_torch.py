@@ -1,0 +1,43 @@
+"""app/ runs on numpy + OpenVINO + OpenCV only: no torch, statically or at run time."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from demo.synthetic import disks_2d, save_case
+from tests.conftest import ROOT
+
+ALLOWED_THIRD_PARTY = {"numpy", "openvino", "cv2"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_app_imports_only_the_runtime_stack() -> None:
+    for path in sorted((ROOT / "app").glob("*.py")):
+        third_party = {r for r in imported_roots(path) if r not in sys.stdlib_module_names} - {"app"}
+        assert third_party <= ALLOWED_THIRD_PARTY, f"{path.name} imports {third_party - ALLOWED_THIRD_PARTY}"
+
+
+def test_a_real_run_never_loads_torch(tmp_path, models_dir) -> None:
+    save_case(tmp_path / "in" / "2DBox_US_x.npz", *disks_2d())
+    args = ["-q", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--cache-dir", "none"]
+    code = (
+        "import sys; from app.__main__ import main; "
+        f"rc = main({args!r}); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in {'torch', 'onnx', 'onnxruntime'}]; "
+        "print('LOADED', bad); sys.exit(rc or bool(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "out" / "2DBox_US_x.npz").is_file()
