@@ -7,15 +7,19 @@ STAMP := $(VENV)/.installed
 MANIFEST := models/manifest.json
 DATA ?= ../shared/data/public
 
-.PHONY: help venv export demo test lint agreement startup batching clean
+.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
 	@echo "make test       the test suite (what .ci/run runs)"
 	@echo "make export     checkpoint -> ONNX -> OpenVINO IR in models/, parity-checked"
 	@echo "make agreement  app vs baseline oracle on DATA=$(DATA) (slow)"
+	@echo "make eval       DSC/NSD per modality, app vs baseline, on DATA (slow)"
+	@echo "make bench      challenge-protocol speed and memory, app vs baseline (slow)"
+	@echo "make split      write splits/public.csv (train/val by patient / source image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder batch 1/2/4/8 timing"
+	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
@@ -42,6 +46,15 @@ test: $(MANIFEST)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+eval: $(MANIFEST)
+	$(PY) -m evaluation.evaluate --data $(DATA)
+
+bench: $(MANIFEST)
+	$(PY) -m evaluation.bench --data $(DATA)
+
+split:
+	$(PY) -m evaluation.split --data $(DATA)
+
 agreement: $(MANIFEST)
 	$(PY) -m evaluation.agreement --data $(DATA)
 
@@ -50,6 +63,9 @@ startup: $(MANIFEST)
 
 batching: $(MANIFEST)
 	$(PY) -m evaluation.batching
+
+memcheck: $(MANIFEST)
+	$(PY) -m evaluation.memcheck
 
 clean:
 	rm -rf build demo/out models/*/ $(MANIFEST)

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from app.errors import CaseError
+from app.npz_io import remove_stale_temps
 from app.pipeline import predict_case
 from app.sessions import SessionCache, create_core, default_threads
 
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         log.error(problem)
         return 2
+    for stale in remove_stale_temps(args.output):
+        log.info("removed %s, left by an interrupted run", stale.name)
     cases = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".npz" and p.is_file())
     t0 = time.perf_counter()
     try:

@@ -123,26 +123,48 @@ def load_case(path: Path) -> Case:
     if missing:
         raise CaseError(name, f"missing key(s) {missing}; found {sorted(arrays)}")
     dims = _infer_dims(name, arrays)
+    if arrays["imgs"].size == 0:
+        raise CaseError(name, f"imgs is empty: shape {arrays['imgs'].shape}")
     image = _channels_last(_to_uint8(arrays["imgs"], name), name, dims)
     if dims == 2 and image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)  # grey (H, W) -> (H, W, 3)
     if min(image.shape[:dims]) < 1:
         raise CaseError(name, f"imgs has an empty axis: shape {image.shape}")
     boxes = _boxes(arrays["boxes"], name, 4 if dims == 2 else 6)
-    spacing = tuple(float(s) for s in np.ravel(arrays["spacing"])) if "spacing" in arrays else None
-    return Case(name=name, image=image, boxes=boxes, spacing=spacing)
+    return Case(name=name, image=image, boxes=boxes, spacing=_spacing(arrays.get("spacing")))
+
+
+def _spacing(raw: np.ndarray | None) -> tuple[float, ...] | None:
+    """Three finite positive numbers, else None: spacing is informational (inference never
+    uses it), so a malformed one is ignored rather than failing the case."""
+    if raw is None or not np.issubdtype(raw.dtype, np.number) or raw.size != 3:
+        return None
+    values = np.ravel(raw).astype(np.float64)
+    return tuple(float(v) for v in values) if np.all(np.isfinite(values) & (values > 0)) else None
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temp files a killed earlier run left in ``folder`` (``.<case>.npz.*.tmp``)."""
+    stale = [p for p in folder.glob(".*.npz.*" + TEMP_SUFFIX) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_segmentation(path: Path, segs: np.ndarray) -> None:
     """Write ``segs`` (uint16) with np.savez_compressed via a temp file + atomic rename.
 
-    A crash or kill mid-write leaves at most a hidden ``.*.tmp`` file, never a partial output;
-    an existing output is replaced, never appended to.
+    A crash or kill mid-write leaves at most a hidden ``.<name>.*.tmp`` file (removed by the
+    next run, see :func:`remove_stale_temps`), never a partial output; an existing output is
+    replaced, never appended to.
     """
     if segs.dtype != np.uint16:
         msg = f"segs must be uint16, got {segs.dtype}"
         raise RuntimeError(msg)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -11,10 +11,14 @@ import numpy as np
 
 
 def resized_hw(original_hw: tuple[int, int], size: int) -> tuple[int, int]:
-    """(newh, neww) with the longest side scaled to ``size``: int(side * scale + 0.5)."""
+    """(newh, neww) with the longest side scaled to ``size``: int(side * scale + 0.5), at least 1.
+
+    The floor of 1 px only matters for extreme aspect ratios (e.g. 1 x 513), where the baseline's
+    formula gives 0 and OpenCV fails.
+    """
     h, w = original_hw
     scale = size / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(int(h * scale + 0.5), 1), max(int(w * scale + 0.5), 1)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:

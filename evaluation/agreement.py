@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from app.npz_io import load_case
+from evaluation.runner import run_cli
 
 GATE = 0.98
 
@@ -29,16 +28,6 @@ def label_dice(a: np.ndarray, b: np.ndarray, n_labels: int) -> float:
         total = int(ma.sum()) + int(mb.sum())
         scores.append(1.0 if total == 0 else 2.0 * int((ma & mb).sum()) / total)
     return float(np.mean(scores)) if scores else 1.0
-
-
-def run_cli(module: str, data: Path, out: Path, log: Path) -> float:
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        subprocess.run(
-            [sys.executable, "-m", module, "-i", str(data), "-o", str(out)], stderr=fh, stdout=fh, check=False
-        )
-    return time.perf_counter() - t0
 
 
 def compare(data: Path, app_out: Path, ref_out: Path) -> list[dict[str, object]]:

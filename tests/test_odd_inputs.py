@@ -1,0 +1,60 @@
+"""Every catalogue row through the real pipeline (fake model); the README table matches."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.errors import CaseError
+from app.pipeline import predict_case
+from app.routing import modality
+from tests.conftest import ROOT, FakeSession
+from tests.odd_inputs import CATALOGUE, Odd, markdown_table
+
+
+class FakeSessions:
+    """SessionCache stand-in: every model key gets the same fake session."""
+
+    def __init__(self) -> None:
+        self.session = FakeSession()
+        self.keys_asked: list[str] = []
+
+    def get(self, key: str) -> FakeSession:
+        self.keys_asked.append(key)
+        return self.session
+
+
+def test_the_catalogue_is_big_enough() -> None:
+    assert len(CATALOGUE) >= 30
+    assert len({o.name for o in CATALOGUE}) == len(CATALOGUE)
+
+
+@pytest.mark.parametrize("odd", CATALOGUE, ids=[o.name for o in CATALOGUE])
+def test_catalogue_row(odd: Odd, tmp_path: Path) -> None:
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    path = odd.write(inputs)
+    if odd.error is not None:
+        with pytest.raises(CaseError) as err:
+            predict_case(path, outputs, FakeSessions())
+        assert str(err.value).startswith(f"{odd.name}: ") and odd.error in str(err.value)
+        assert list(outputs.iterdir()) == []
+        return
+    predict_case(path, outputs, FakeSessions())
+    with np.load(outputs / odd.name) as data:
+        assert data.files == ["segs"]
+        segs = data["segs"]
+    assert segs.dtype == np.uint16
+    n_boxes = len(np.atleast_2d(np.load(path)["boxes"])) if np.load(path)["boxes"].size else 0
+    assert set(np.unique(segs)) <= set(range(n_boxes + 1))
+    assert odd.check(segs), f"{odd.name}: {odd.outcome}"
+
+
+def test_oct_is_never_routed_as_ct() -> None:
+    assert modality("2DBOX_OCT_UPPER.NPZ") == "OCT"
+
+
+def test_readme_table_is_the_catalogue() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "README odd-input table is stale: python -m tests.odd_inputs"
