@@ -22,5 +22,5 @@ COPY predict.sh ./
 # Compile every model once into the cache, so the first case loads blobs instead of compiling.
 RUN mkdir -p "$SEG_CACHE_DIR" && python -m app --warmup && chown -R appliance "$SEG_CACHE_DIR"
 
-USER appliance
+USER 1000
 CMD ["sh", "predict.sh"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.npz_io import load_case
-from evaluation.runner import run_cli
+from evaluation.runner import DEFAULT_WORK, run_missing
 
 GATE = 0.98
 
@@ -70,15 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.agreement", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
     parser.add_argument("--out", type=Path, default=Path("reports/agreement"))
-    parser.add_argument("--work", type=Path, default=Path("build/agreement"))
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="outputs per system (resumable)")
     parser.add_argument("--skip-run", action="store_true", help="compare existing outputs only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     app_out, ref_out = args.work / "app", args.work / "baseline"
     if not args.skip_run:
-        t_app = run_cli("app", args.data, app_out, args.work / "app.log")
-        t_ref = run_cli("baseline", args.data, ref_out, args.work / "baseline.log")
-        print(f"app {t_app:.0f} s, baseline {t_ref:.0f} s (whole folder, one process each)", file=sys.stderr)
+        names = sorted(p.name for p in args.data.glob("*.npz"))
+        for system in ("app", "baseline"):
+            count, secs = run_missing(system, names, args.data, args.work)
+            print(f"agreement: {system} ran {count} cases without an output in {secs:.0f} s", file=sys.stderr)
     rows = compare(args.data, app_out, ref_out)
     with (args.out / "agreement.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["case", "dims", "dice", "note"])
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# App vs baseline oracle agreement",
         "",
-        f"Data: `{args.data}`. Command: `make agreement` (`python -m evaluation.agreement`).",
+        f"Data: `{args.data}`. Command: `make agreement` "
+        f"(`python -m evaluation.agreement --data {args.data}`).",
         "Per case: mean over its labels of Dice(app label i, oracle label i); gate: mean >= 0.98.",
         "",
         *summarise(rows),

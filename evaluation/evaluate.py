@@ -19,7 +19,7 @@ import numpy as np
 from app.routing import modality
 from demo.overlay import montage_3d, overlay_2d, write_png
 from evaluation.metrics import SPACING_ORDERS, score_case, spacing_for_axes
-from evaluation.runner import link_cases, run_cli
+from evaluation.runner import DEFAULT_WORK, run_missing
 from evaluation.split import read_split
 
 SYSTEMS = ("app", "baseline")
@@ -125,20 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
     parser.add_argument("--out", type=Path, default=Path("reports/eval"))
-    parser.add_argument("--work", type=Path, default=Path("build/eval"))
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="outputs per system (resumable)")
     parser.add_argument("--split", type=Path, default=None, help="split CSV (see make split)")
     parser.add_argument("--subset", choices=("all", "train", "val"), default="all")
     parser.add_argument("--spacing-order", choices=SPACING_ORDERS, default="zyx")
     parser.add_argument("--worst", type=int, default=4, help="overlays of the app's worst cases")
-    parser.add_argument("--skip-run", action="store_true", help="score existing outputs in --work")
+    parser.add_argument("--skip-run", action="store_true", help="score existing outputs only")
     args = parser.parse_args(argv)
     names = select_cases(args.data, args.split, args.subset)
     outputs = {s: args.work / s for s in SYSTEMS}
     if not args.skip_run:
-        inputs = link_cases(names, args.data, args.work / "inputs")
         for system in SYSTEMS:
-            secs = run_cli(system, inputs, outputs[system], args.work / f"{system}.log")
-            print(f"eval: {system} ran {len(names)} cases in {secs:.0f} s")
+            count, secs = run_missing(system, names, args.data, args.work)
+            print(f"eval: {system} ran {count} cases without an output in {secs:.0f} s")
     rows = [score_one(args.data / n, outputs, args.spacing_order) for n in names]
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "cases.csv").open("w", newline="") as fh:

@@ -1,4 +1,9 @@
-"""Run the appliance or the baseline oracle over a folder, as one process each."""
+"""Run the appliance or the baseline oracle over a folder of cases, resumably.
+
+Outputs go to ``WORK/<system>/``; a system is run only on the cases whose output is missing,
+so an interrupted corpus run resumes, and ``make eval`` and ``make agreement`` share one set of
+runs (default ``build/runs``).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+DEFAULT_WORK = Path("build/runs")
+
 
 def run_cli(module: str, data: Path, out: Path, log: Path) -> float:
-    """``python -m <module> -i data -o out``; stdout+stderr to ``log``; returns wall seconds."""
+    """``python -m <module> -i data -o out``; stdout+stderr appended to ``log``; wall seconds."""
     out.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with log.open("w") as fh:
+    with log.open("a") as fh:
         subprocess.run(
             [sys.executable, "-m", module, "-i", str(data), "-o", str(out)], stderr=fh, stdout=fh, check=False
         )
@@ -28,3 +35,13 @@ def link_cases(names: list[str], data: Path, folder: Path) -> Path:
     for name in names:
         (folder / name).symlink_to((data / name).resolve())
     return folder
+
+
+def run_missing(system: str, names: list[str], data: Path, work: Path) -> tuple[int, float]:
+    """Run ``system`` on the cases of ``names`` without an output yet: (cases run, seconds)."""
+    out = work / system
+    todo = [n for n in names if not (out / n).is_file()]
+    if not todo:
+        return 0, 0.0
+    inputs = link_cases(todo, data, work / f"{system}_inputs")
+    return len(todo), run_cli(system, inputs, out, work / f"{system}.log")

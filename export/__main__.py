@@ -139,15 +139,46 @@ def write_manifest(models_dir: Path, entries: dict[str, Any]) -> Path:
     return path
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name (/proc/cpuinfo): torch's constant folding is CPU-dependent in the last bits."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def build_identity() -> dict[str, str]:
+    """What a pinned build is keyed by: same OpenVINO and CPU model -> same bytes expected."""
+    return {"openvino": ov.__version__, "cpu": cpu_model_name()}
+
+
+def matching_pin(pins: dict[str, Any], identity: dict[str, str]) -> dict[str, Any] | None:
+    """The pinned build recorded for this identity, or None."""
+    for build in pins.get("builds", []):
+        if all(build.get(k) == v for k, v in identity.items()):
+            return build
+    return None
+
+
 def report_reproducibility(entries: dict[str, dict[str, Any]], pin: bool) -> None:
-    """Compare the IR checksums with the pinned build (or pin them)."""
-    current = {"openvino": ov.__version__, "models": {k: e["files"] for k, e in entries.items()}}
+    """Compare the IR checksums with the build pinned for this OpenVINO + CPU (or pin them)."""
+    identity = build_identity()
+    current = {**identity, "models": {k: e["files"] for k, e in entries.items()}}
+    pins = json.loads(PIN_FILE.read_text()) if PIN_FILE.is_file() else {"builds": []}
     if pin:
-        PIN_FILE.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-        log(f"pinned IR checksums in {PIN_FILE}")
+        others = [b for b in pins.get("builds", []) if matching_pin({"builds": [b]}, identity) is None]
+        pins["builds"] = [*others, current]
+        PIN_FILE.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
+        log(f"pinned IR checksums for {identity} in {PIN_FILE}")
         return
-    pinned = json.loads(PIN_FILE.read_text()) if PIN_FILE.is_file() else {}
-    same = all(pinned.get("models", {}).get(k) == f for k, f in current["models"].items())
+    pinned = matching_pin(pins, identity)
+    if pinned is None:
+        log(f"no pinned build for {identity}; parity gates passed (pin with --pin)")
+        return
+    same = all(pinned["models"].get(k) == f for k, f in current["models"].items())
     log(
         "IR byte-identical to the pinned build"
         if same
