@@ -11,7 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SEG_CACHE_DIR=/opt/appliance/ov_cache
 
 COPY requirements/runtime.txt /tmp/runtime.txt
+# OpenVINO ships GPU/NPU plugins and ONNX/TF/PyTorch/Paddle/GGUF frontends; the appliance reads
+# IR on the CPU only, so those libraries are dropped (about 80 MB).
 RUN pip install --no-compile -r /tmp/runtime.txt && rm /tmp/runtime.txt \
+    && find /usr/local/lib/python3.11/site-packages/openvino/libs \( -name 'libopenvino_intel_[gn]pu_plugin.so' \
+        -o \( -name 'libopenvino_*_frontend.so*' ! -name 'libopenvino_ir_frontend.so*' \) \) -delete \
     && useradd --create-home --uid 1000 appliance
 
 WORKDIR /workspace

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MANIFEST := models/manifest.json
 DATA ?= ../shared/data/public
 
-.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split clean
+.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -20,6 +20,8 @@ help:
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder batch 1/2/4/8 timing"
 	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
+	@echo "make image      build the product image (docker, else podman; stand-in base if needed)"
+	@echo "make container-test  challenge protocol against the image -> reports/container.md"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
@@ -66,6 +68,12 @@ batching: $(MANIFEST)
 
 memcheck: $(MANIFEST)
 	$(PY) -m evaluation.memcheck
+
+image: $(MANIFEST)
+	sh container/build_image.sh
+
+container-test: $(MANIFEST)
+	$(PY) -m container.check
 
 clean:
 	rm -rf build demo/out models/*/ $(MANIFEST)

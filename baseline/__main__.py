@@ -22,18 +22,28 @@ def load_baseline() -> BoxSAM:
     return model
 
 
-def predict_file(model: BoxSAM, path: Path, out_dir: Path) -> None:
+def predict_file(model: BoxSAM, path: Path, out_dir: Path, reuse_embeddings: bool = False) -> None:
     with np.load(path, allow_pickle=False) as data:
         image, boxes = data["imgs"], data["boxes"]
     # The baseline routes on the file name only: 3D iff it starts with "3D".
-    segs = segment_3d(model, image, boxes) if path.name.startswith("3D") else segment_2d(model, image, boxes)
-    np.savez_compressed(out_dir / path.name, segs=segs)
+    if path.name.startswith("3D"):
+        segs = segment_3d(model, image, boxes, reuse_embeddings)
+    else:
+        segs = segment_2d(model, image, boxes)
+    tmp = out_dir / f".{path.name}.tmp.npz"  # atomic: resumable runs trust any file present
+    np.savez_compressed(tmp, segs=segs)
+    tmp.replace(out_dir / path.name)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m baseline", description=__doc__)
     parser.add_argument("-i", "--input", type=Path, required=True)
     parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument(
+        "--reuse-embeddings",
+        action="store_true",
+        help="3D: encode each slice once per case instead of once per box (same masks, faster)",
+    )
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     model = load_baseline()
@@ -41,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(args.input.glob("*.npz")):
         t0 = time.perf_counter()
         try:
-            predict_file(model, path, args.output)
+            predict_file(model, path, args.output, args.reuse_embeddings)
         except (ValueError, KeyError, IndexError) as exc:
             failed += 1
             print(f"baseline: {path.name} failed: {exc}", file=sys.stderr)

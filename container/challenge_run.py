@@ -21,11 +21,14 @@ from pathlib import Path
 import numpy as np
 
 
-def container_cmd(engine: str, image: str, team: str, root: Path, extra: list[str]) -> list[str]:
+def container_cmd(
+    engine: str, image: str, team: str, root: Path, extra: list[str], memory: str = "8G", command: str = ""
+) -> list[str]:
+    """The challenge's run line; ``command`` replaces ``sh predict.sh`` (e.g. to read peak memory)."""
     return [
-        engine, "run", "-m", "8G", "--name", team, "--rm", *extra,
+        engine, "run", "-m", memory, "--name", team, "--rm", *extra,
         "-v", f"{root / 'inputs'}/:/workspace/inputs/", "-v", f"{root / 'outputs'}/:/workspace/outputs/",
-        image, "/bin/bash", "-c", "sh predict.sh",
+        image, "/bin/bash", "-c", command or "sh predict.sh",
     ]  # fmt: skip
 
 
@@ -76,7 +79,7 @@ def run_protocol(engine: str, image: str, cases: list[Path], root: Path, extra: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python container/challenge_run.py", description=__doc__)
     parser.add_argument("cases", nargs="+", type=Path, help="case files or folders of them")
-    parser.add_argument("--image", default="medseg:latest")
+    parser.add_argument("--image", default="localhost/medseg:latest")
     parser.add_argument("--engine", default="podman")
     parser.add_argument("--root", type=Path, default=Path("build/container"))
     parser.add_argument("--csv", type=Path, default=Path("build/container/medseg_running_time.csv"))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.sessions import SessionCache, create_core, default_threads
+from evaluation.machine import describe
 
 BATCHES = (1, 2, 4, 8)
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Encoder batching ({args.key})",
         "",
+        f"Machine: {describe()}.\n\n"
         f"Command: `make batching`, {time.strftime('%Y-%m-%d')}, {args.rounds} rounds, "
         "median seconds per image.",
         "",

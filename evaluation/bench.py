@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import modality
+from evaluation.machine import describe
 from evaluation.physical import measured_gflops_per_s
 
 SYSTEMS = ("app", "baseline")
@@ -149,18 +149,6 @@ def plot_ratios(runs: list[Run], path: Path) -> None:
     plt.close(fig)
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
-
-
 def harness_rss_mb() -> float:
     """Resident memory of this process now (MB), from /proc (0 where unavailable)."""
     try:
@@ -237,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     manifest = json.loads((args.models / "manifest.json").read_text())
     gflops = manifest["models"]["lite_medsam"]["encoder_gflops"]
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**os.environ, "SEG_CACHE_DIR": str(work / "ov_cache")}
@@ -257,13 +246,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: {case.name} {system} {secs:.1f} s {rss:.0f} MB", flush=True)
         enc = encoder_seconds(args.models)
         peak = measured_gflops_per_s()
+    load_end = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_ratios(runs, args.out.parent / "ratios.png")
     ideal = gflops / peak
     lines = [
         "# Benchmark: app vs LiteMedSAM baseline, challenge protocol",
         "",
-        f"Date {time.strftime('%Y-%m-%d %H:%M')}. Machine: {machine()}. OpenVINO "
+        f"Date {time.strftime('%Y-%m-%d %H:%M')}. Machine: {describe()}. OpenVINO "
         f"{manifest['versions']['openvino']}, torch {manifest['versions']['torch']}.",
         f"Command: `make bench` (`python -m evaluation.bench --data {args.data} --per-group {args.per_group}"
         f"{' --large-baseline' if args.large_baseline else ''}`). Data: the first {args.per_group} cases "
@@ -274,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         "Speed-up = baseline s / app s per case, summarised by the median (min, max) over the group's",
         "cases. The app has a warm compiled-model cache (as the container ships). Peak RSS includes at",
         f"most {floor_mb:.0f} MB inherited from the harness at fork (its RSS while timing).",
+        f"Machine load (1-min load average) at start {load_start[0]:.1f}, at end {load_end[0]:.1f}: other",
+        "work on this shared machine slows both systems alike; the ratios, not the seconds, are the result.",
         "",
         *summarise(runs),
         "",

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from demo.synthetic import save_case, tight_boxes
+from evaluation.machine import describe
 
 LIMIT_GB = 8.0
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Memory check: largest realistic cases",
         "",
+        f"Machine: {describe()}.\n\n"
         f"Command: `make memcheck`, {time.strftime('%Y-%m-%d')}. Synthetic cases (for memory and timing "
         "only). Peak RSS = high-water mark of the app process (cumulative max over the runs so far).",
         "",

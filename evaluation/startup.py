@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from demo.synthetic import disks_2d, save_case
+from evaluation.machine import describe
 
 
 def run_once(inputs: Path, outputs: Path, cache: str) -> float:
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Start-up: one 2D case as a fresh process",
         "",
+        f"Machine: {describe()}.\n\n"
         f"Command: `make startup` (`python -m evaluation.startup --repeats {args.repeats}`), "
         f"{time.strftime('%Y-%m-%d')}. Case: generated 320x400 RGB, 2 boxes. Wall seconds per process.",
         "",

@@ -20,6 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from app.sessions import compile_config
+from evaluation.machine import cpu_model_name
 from export.architectures.sam import BoxSAM, build_architecture
 from export.checkpoint import load_state_strict, sha256_file, verify_sha256
 from export.parity import HopResult, check, compare, parity_inputs
@@ -137,17 +138,6 @@ def write_manifest(models_dir: Path, entries: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name (/proc/cpuinfo): torch's constant folding is CPU-dependent in the last bits."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def build_identity() -> dict[str, str]:

@@ -30,3 +30,23 @@ def test_3d_identical_to_the_oracle(real_session, baseline_model) -> None:
     ours, _ = segment_volume(imgs, boxes.astype(float), real_session)
     ref = segment_3d(baseline_model, imgs, boxes)
     assert (ours != ref).mean() < 1e-4
+
+
+def test_oracle_reusing_embeddings_gives_identical_masks_with_fewer_encodes(
+    baseline_model, monkeypatch
+) -> None:
+    import numpy as np
+
+    import baseline.litemedsam as oracle
+
+    imgs, _, gts = sphere_3d(shape=(8, 64, 64), seed=5)
+    boxes = np.array([[10, 10, 1, 50, 50, 6], [20, 15, 2, 60, 55, 7]])
+    calls = []
+    encode = oracle.encode
+    monkeypatch.setattr(oracle, "encode", lambda *a: calls.append(1) or encode(*a))
+    original = oracle.segment_3d(baseline_model, imgs, boxes)
+    per_box = len(calls)
+    calls.clear()
+    reused = oracle.segment_3d(baseline_model, imgs, boxes, reuse_embeddings=True)
+    assert np.array_equal(original, reused)
+    assert len(calls) == 7 < per_box == 6 + 6  # slices 1..7 once vs each box's 6 slices
