@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MANIFEST := models/manifest.json
 DATA ?= ../shared/data/public
 
-.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test clean
+.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -22,6 +22,7 @@ help:
 	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
 	@echo "make image      build the product image (docker, else podman; stand-in base if needed)"
 	@echo "make container-test  challenge protocol against the image -> reports/container.md"
+	@echo "make train-specialists  fine-tune LiteMedSAM's decoder per modality group (slow, needs DATA)"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
@@ -74,6 +75,9 @@ image: $(MANIFEST)
 
 container-test: $(MANIFEST)
 	$(PY) -m container.check
+
+train-specialists: $(MANIFEST)
+	$(PY) -m train --data $(DATA)
 
 clean:
 	rm -rf build demo/out models/*/ $(MANIFEST)

@@ -10,16 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from baseline.litemedsam import segment_2d, segment_3d
-from export.architectures.sam import BoxSAM, build_lite_medsam
-from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
+from export.architectures.sam import BoxSAM
+from export.specs import get_spec, load_model
 
 
 def load_baseline() -> BoxSAM:
-    ckpt = lite_medsam_checkpoint()
-    verify_sha256(ckpt, LITE_MEDSAM_SHA256)
-    model = build_lite_medsam()
-    load_state_strict(model, ckpt)
-    return model
+    return load_model(get_spec("lite_medsam"))
 
 
 def predict_file(model: BoxSAM, path: Path, out_dir: Path, reuse_embeddings: bool = False) -> None:

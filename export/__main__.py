@@ -21,10 +21,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from app.sessions import compile_config
 from evaluation.machine import cpu_model_name
-from export.architectures.sam import BoxSAM, build_architecture
-from export.checkpoint import load_state_strict, sha256_file, verify_sha256
+from export.architectures.sam import BoxSAM
+from export.checkpoint import sha256_file
 from export.parity import HopResult, check, compare, parity_inputs
-from export.specs import MODEL_SPECS, ModelSpec, get_spec
+from export.specs import MODEL_SPECS, ModelSpec, get_spec, load_model
 from export.to_onnx import OPSET, export_decoder, export_encoder
 from export.to_openvino import convert_to_ir
 from export.wrappers import DecoderForExport, EncoderForExport
@@ -36,14 +36,6 @@ PIN_FILE = Path(__file__).resolve().parent / "pinned_ir_sha256.json"
 
 def log(msg: str) -> None:
     print(f"[export] {msg}", file=sys.stderr, flush=True)
-
-
-def load_model(spec: ModelSpec) -> BoxSAM:
-    ckpt = spec.checkpoint()
-    verify_sha256(ckpt, spec.checkpoint_sha256)
-    model = build_architecture(spec.architecture)
-    load_state_strict(model, ckpt)
-    return model
 
 
 def encoder_gflops(model: BoxSAM, input_size: int) -> float:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint
+from export.architectures.sam import BoxSAM, build_architecture
+from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
 
 # The preprocessing contract the weights were trained with (LiteMedSAM's operating point).
 # Written into the manifest and each IR's rt_info; app/preprocessing.py implements it.
@@ -59,3 +60,12 @@ def get_spec(model_key: str) -> ModelSpec:
     except KeyError:
         msg = f"unknown model key {model_key!r}; valid: {sorted(MODEL_SPECS)}"
         raise ValueError(msg) from None
+
+
+def load_model(spec: ModelSpec) -> BoxSAM:
+    """The spec's architecture with its sha256-verified checkpoint loaded strictly, in eval mode."""
+    ckpt = spec.checkpoint()
+    verify_sha256(ckpt, spec.checkpoint_sha256)
+    model = build_architecture(spec.architecture)
+    load_state_strict(model, ckpt)
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Training (PyTorch, offline): per-modality decoder specialists fine-tuned from LiteMedSAM."""

@@ -1,0 +1,80 @@
+"""Training batches from cached samples: one (slice, object) per row, jittered boxes.
+
+Frames: everything here is in the model frame (size x size, the resized image top-left).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pool:
+    """All cached samples of a set of cases, in memory.
+
+    embeddings (N, 256, 64, 64) float16; labels (N, S, S) uint16; hw (N, 2) (newh, neww);
+    objects (M, 2) int64 rows of (sample index, label value).
+    """
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    hw: np.ndarray
+    objects: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[-1])
+
+
+def objects_of(labels: np.ndarray) -> np.ndarray:
+    """(N, S, S) labels -> (M, 2) rows (sample, label) for every label present, label > 0."""
+    rows = [(i, int(v)) for i, lab in enumerate(labels) for v in np.unique(lab) if v > 0]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def load_pool(files: list[Path]) -> Pool:
+    embeddings, labels, hw = [], [], []
+    for path in files:
+        with np.load(path) as data:
+            embeddings.append(data["embeddings"])
+            labels.append(data["labels"])
+            hw.append(data["hw"])
+    labels_all = np.concatenate(labels)
+    return Pool(np.concatenate(embeddings), labels_all, np.concatenate(hw), objects_of(labels_all))
+
+
+def object_box(mask: np.ndarray) -> np.ndarray:
+    """(S, S) bool -> (4,) float32 XYXY of its pixels (inclusive), as the challenge boxes."""
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+
+
+def jitter_box(box: np.ndarray, rng: np.random.Generator, shift: int, size: int) -> np.ndarray:
+    """Move each side by an integer in [-shift, shift] (the baseline's training used 5), keep
+    the box ordered and inside [0, size - 1]."""
+    moved = box + rng.integers(-shift, shift + 1, size=4)
+    x0, x1 = sorted((moved[0], moved[2]))
+    y0, y1 = sorted((moved[1], moved[3]))
+    return np.clip(np.array([x0, y0, x1, y1], dtype=np.float32), 0, size - 1)
+
+
+def make_batch(
+    pool: Pool, rows: np.ndarray, rng: np.random.Generator | None, shift: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of ``pool.objects`` -> (embeddings (B, 256, 64, 64) f32, boxes (B, 4) f32,
+    targets (B, 1, S, S) f32, valid (B, 1, S, S) f32: 1 inside the resized image). No jitter
+    when ``rng`` is None (validation)."""
+    size = pool.size
+    emb = pool.embeddings[pool.objects[rows, 0]].astype(np.float32)
+    boxes, targets, valid = [], [], np.zeros((len(rows), 1, size, size), np.float32)
+    for b, (sample, label) in enumerate(pool.objects[rows]):
+        mask = pool.labels[sample] == label
+        box = object_box(mask)
+        boxes.append(box if rng is None else jitter_box(box, rng, shift, size))
+        targets.append(mask[None].astype(np.float32))
+        newh, neww = pool.hw[sample]
+        valid[b, 0, :newh, :neww] = 1.0
+    return emb, np.stack(boxes), np.stack(targets), valid

@@ -1,0 +1,151 @@
+"""Fine-tune LiteMedSAM's mask decoder on cached embeddings; resumable at every checkpoint.
+
+The image encoder is frozen (its embeddings are cached), the prompt encoder too; only the mask
+decoder trains. State (decoder, optimiser, step, RNG, log) is saved atomically every
+``checkpoint_every`` steps to ``<out>/state.pt``, and a run started again continues from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.architectures.sam import BoxSAM
+from train.data import Pool, make_batch
+from train.losses import total_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    box_shift: int = 5
+    seed: int = 0
+    checkpoint_every: int = 25
+    val_every: int = 50
+    val_limit: int = 256  # validation objects scored (first N, fixed order)
+
+
+def decode(model: BoxSAM, emb: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 256, 64, 64), (B, 4) model-frame XYXY -> logits (B, 1, S, S), predicted IoU (B, 1)."""
+    sparse = model.prompt_encoder.embed_boxes(boxes)
+    dense = model.prompt_encoder.no_mask_dense(boxes.shape[0])
+    return model.mask_decoder(emb, model.prompt_encoder.dense_pe(), sparse, dense)
+
+
+def val_dice(model: BoxSAM, pool: Pool, limit: int, batch: int = 8) -> float:
+    """Mean Dice of (logits > 0) on the first ``limit`` objects, tight boxes, resized frame."""
+    rows = np.arange(min(limit, len(pool.objects)))
+    scores = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch):
+            emb, boxes, target, valid = make_batch(pool, rows[start : start + batch], None, 0)
+            logits, _ = decode(model, torch.from_numpy(emb), torch.from_numpy(boxes))
+            pred = (logits.numpy() > 0) & (valid > 0)
+            inter = (pred & (target > 0)).sum(axis=(1, 2, 3))
+            total = pred.sum(axis=(1, 2, 3)) + target.sum(axis=(1, 2, 3))
+            scores.extend(2 * inter / np.maximum(total, 1))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _resumable(config: dict) -> dict:
+    """The settings a resumed run must share (``steps`` may grow: training continues)."""
+    return {k: v for k, v in config.items() if k != "steps"}
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train_decoder(model: BoxSAM, train: Pool, val: Pool, out: Path, cfg: TrainConfig) -> list[dict]:
+    """Train ``model.mask_decoder`` in place for ``cfg.steps`` steps (resuming from
+    ``out/state.pt`` when present); returns the log rows (step, losses, val Dice)."""
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.pt"
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.mask_decoder.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(model.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    step, log = 0, []
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if _resumable(state["config"]) != _resumable(asdict(cfg)):
+            msg = f"{state_path} was made with {state['config']}, not {asdict(cfg)}: remove it to restart"
+            raise ValueError(msg)
+        model.mask_decoder.load_state_dict(state["decoder"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        step, log = state["step"], state["log"]
+        print(f"train: resumed {out.name} at step {step}", file=sys.stderr)
+    if step == 0:
+        log.append({"step": 0, "val_dice": val_dice(model, val, cfg.val_limit)})
+    t0 = time.perf_counter()
+    while step < cfg.steps:
+        model.mask_decoder.train()
+        rows = rng.integers(0, len(train.objects), size=cfg.batch)
+        emb, boxes, target, valid = (torch.from_numpy(a) for a in make_batch(train, rows, rng, cfg.box_shift))
+        logits, iou_pred = decode(model, emb, boxes)
+        loss, parts = total_loss(logits, iou_pred, target, valid)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        row = {"step": step, **parts}
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            row["val_dice"] = val_dice(model, val, cfg.val_limit)
+            elapsed = time.perf_counter() - t0
+            print(f"train: {out.name} step {step}/{cfg.steps} loss {parts['loss']:.4f} "
+                  f"val Dice {row['val_dice']:.4f} ({elapsed:.0f} s)", file=sys.stderr)  # fmt: skip
+        log.append(row)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save(state_path, {
+                "config": asdict(cfg), "decoder": model.mask_decoder.state_dict(),
+                "optimizer": opt.state_dict(), "rng": rng.bit_generator.state, "step": step, "log": log,
+            })  # fmt: skip
+    model.eval()
+    return log
+
+
+def write_log(log: list[dict], path: Path) -> None:
+    fields = ["step", "loss", "dice", "bce", "iou", "val_dice"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(log)
+
+
+def plot_log(log: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.5))
+    train_rows = [r for r in log if "loss" in r]
+    steps = [r["step"] for r in train_rows]
+    for key in ("loss", "dice", "bce", "iou"):
+        values = np.array([r[key] for r in train_rows])
+        window = max(1, min(25, len(values) // 5))
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax_loss.plot(steps[window - 1 :], smooth, label=key)
+    ax_loss.set(xlabel="step", ylabel=f"training loss (moving mean of {window})", title=title)
+    ax_loss.legend()
+    val = [(r["step"], r["val_dice"]) for r in log if "val_dice" in r]
+    ax_val.plot(*zip(*val, strict=True), marker="o")
+    ax_val.set(xlabel="step", ylabel="validation Dice (model frame)", title="validation, tight boxes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
