@@ -14,6 +14,7 @@ Writes ``benchmarks/REPORT.md`` and ``benchmarks/ratios.png``.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import statistics
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -196,13 +197,47 @@ def encoder_seconds(models: Path) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench(cases: list[Path], env: dict[str, str], work: Path, label: str = "") -> list[Run]:
+def read_runs(path: Path) -> list[Run]:
+    """Runs recorded by earlier (interrupted) invocations; empty when there is no file."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [
+            Run(
+                r["case"], r["group"], r["system"], float(r["seconds"]), float(r["rss_mb"]), r["ok"] == "True"
+            )
+            for r in csv.DictReader(fh)
+        ]
+
+
+def append_run(path: Path, run: Run) -> None:
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(Run)])
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(run))
+
+
+def bench(
+    cases: list[Path], env: dict[str, str], work: Path, runs_csv: Path, systems=SYSTEMS, label: str = ""
+) -> list[Run]:
+    """Time every case with every system, alternating; a case whose runs are all recorded in
+    ``runs_csv`` is not run again (both systems of a case are always timed back to back)."""
+    recorded = read_runs(runs_csv)
     runs = []
     for i, case in enumerate(cases):
-        order = SYSTEMS if i % 2 == 0 else SYSTEMS[::-1]
+        earlier = [r for r in recorded if r.case == case.name and r.system in systems]
+        if {r.system for r in earlier} == set(systems):
+            runs.extend(earlier)
+            continue
+        order = systems if i % 2 == 0 else systems[::-1]
         for system in order:
             secs, rss, ok = run_case(case, system, work, env)
-            runs.append(Run(case.name, label or group_of(case.name), system, secs, rss, ok))
+            run = Run(case.name, label or group_of(case.name), system, secs, rss, ok)
+            append_run(runs_csv, run)
+            runs.append(run)
             print(
                 f"bench: {case.name} {system} {secs:.2f} s {rss:.0f} MB {'ok' if ok else 'FAILED'}",
                 flush=True,
@@ -222,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         "--large-baseline", action="store_true", help="also time the baseline on the large 3D cases (slow)"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/REPORT.md"))
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("benchmarks/runs.csv"),
+        help="every timed run, appended as it completes; a rerun skips the cases recorded there "
+        "(delete it for a fresh benchmark)",
+    )
     args = parser.parse_args(argv)
     manifest = json.loads((args.models / "manifest.json").read_text())
     gflops = manifest["models"]["lite_medsam"]["encoder_gflops"]
@@ -235,15 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         # in-process encoder measurements (torch, OpenVINO) come last.
         floor_mb = harness_rss_mb()
         startup = startup_costs(env, work)
-        runs = bench(sample_cases(args.data, args.per_group), env, work)
+        runs = bench(sample_cases(args.data, args.per_group), env, work, args.runs)
         large = large_cases(args.smoke, work / "large")
-        large_runs = []
-        for case in large:
-            systems = SYSTEMS if args.large_baseline else ("app",)
-            for system in systems:
-                secs, rss, ok = run_case(case, system, work, env)
-                large_runs.append(Run(case.name, "large 3D", system, secs, rss, ok))
-                print(f"bench: {case.name} {system} {secs:.1f} s {rss:.0f} MB", flush=True)
+        systems = SYSTEMS if args.large_baseline else ("app",)
+        large_runs = bench(large, env, work, args.runs, systems, label="large 3D")
         enc = encoder_seconds(args.models)
         peak = measured_gflops_per_s()
     load_end = os.getloadavg()
@@ -262,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         "Each case runs alone as a fresh process per system (start, imports, model load/compile,",
         "inference, save), app and baseline alternating; wall seconds and the process's peak RSS.",
         "Speed-up = baseline s / app s per case, summarised by the median (min, max) over the group's",
-        "cases. The app has a warm compiled-model cache (as the container ships). Peak RSS includes at",
+        "cases. The app has a warm compiled-model cache (as the container ships). Every run is appended",
+        f"to `{args.runs}` as it completes; an interrupted benchmark resumes there, and a case's two runs",
+        "are always timed back to back. Peak RSS includes at",
         f"most {floor_mb:.0f} MB inherited from the harness at fork (its RSS while timing).",
         f"Machine load (1-min load average) at start {load_start[0]:.1f}, at end {load_end[0]:.1f}: other",
         "work on this shared machine slows both systems alike; the ratios, not the seconds, are the result.",
