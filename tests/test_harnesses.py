@@ -58,3 +58,14 @@ def test_committed_split_matches_the_rule() -> None:
     val = split.val_groups([r["case"] for r in rows])
     assert all((r["split"] == "val") == (split.group_key(r["case"]) in val) for r in rows)
     assert np.mean([r["split"] == "val" for r in rows]) > 0.2
+
+
+def test_memcheck_reads_the_app_process_peak(tmp_path, models_dir) -> None:
+    from evaluation.memcheck import run_case
+
+    imgs, boxes, _ = disks_2d()
+    save_case(tmp_path / "in" / "2DBox_US_mem.npz", imgs, boxes)
+    ballast = np.ones(1536 * 2**20, np.uint8)  # 1.5 GiB resident in the harness: not the app's
+    wall, peak_gb = run_case(tmp_path / "in", tmp_path / "out")
+    assert (tmp_path / "out" / "2DBox_US_mem.npz").is_file() and wall > 0
+    assert 0.05 < peak_gb < 1.0 < ballast.nbytes / 2**30
