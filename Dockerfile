@@ -12,8 +12,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 COPY requirements/runtime.txt /tmp/runtime.txt
 # OpenVINO ships GPU/NPU plugins and ONNX/TF/PyTorch/Paddle/GGUF frontends; the appliance reads
-# IR on the CPU only, so those libraries are dropped (about 80 MB).
+# IR on the CPU only, so those libraries are dropped (about 80 MB). openvino-telemetry serves
+# model conversion only and writes to $HOME at `import openvino`; without it OpenVINO uses its
+# built-in stub, and the container writes nothing outside /workspace/outputs.
 RUN pip install --no-compile -r /tmp/runtime.txt && rm /tmp/runtime.txt \
+    && pip uninstall -y openvino-telemetry \
     && find /usr/local/lib/python3.11/site-packages/openvino/libs \( -name 'libopenvino_intel_[gn]pu_plugin.so' \
         -o \( -name 'libopenvino_*_frontend.so*' ! -name 'libopenvino_ir_frontend.so*' \) \) -delete \
     && useradd --create-home --uid 1000 appliance

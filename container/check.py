@@ -149,6 +149,30 @@ def cold_vs_warm(engine: str, image: str, case: Path, root: Path, repeats: int =
     return {"warm": statistics.median(warm), "cold": statistics.median(none)}
 
 
+def _changed_paths(engine: str, image: str, root: Path, command: str) -> set[str]:
+    """``<engine> diff`` of one kept (no ``--rm``), writable run of ``command``."""
+    name = "medseg-fs-check"
+    subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
+    cmd = container_cmd(engine, image, name, root, ["--network", "none"], command=command)
+    cmd.remove("--rm")
+    subprocess.run(cmd, capture_output=True, check=False)
+    diff = subprocess.run([engine, "diff", name], capture_output=True, text=True, check=False).stdout
+    subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
+    return {line.split(maxsplit=1)[-1] for line in diff.splitlines() if line.strip()}
+
+
+def filesystem_writes(engine: str, image: str, case: Path, root: Path) -> list[str]:
+    """Paths one case changes in the container's own filesystem (run writable), beyond what the
+    engine changes for ``true`` with the same volumes (/etc/hosts, mount points). Expected: none."""
+    for sub in ("inputs", "outputs"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+        (root / sub).mkdir(parents=True)
+        (root / sub).chmod(0o777)
+    shutil.copy(case, root / "inputs" / case.name)
+    engine_only = _changed_paths(engine, image, root, "true")
+    return sorted(_changed_paths(engine, image, root, "") - engine_only)
+
+
 def peak_rss_mb(stderr: str) -> float | None:
     for line in stderr.splitlines():
         if line.startswith("peak_rss_mb"):
@@ -210,6 +234,8 @@ def report(facts: dict, rows: list[dict], equal: dict[str, bool], mem: list[dict
         f"- first case ({facts['cache_case']}), median of 3: baked compiled-model cache "
         f"{facts['cache']['warm']:.2f} s, empty cache {facts['cache']['cold']:.2f} s",
         f"- outputs equal to `python -m app` outside the container: {sum(equal.values())}/{len(equal)}",
+        "- files changed in the container's filesystem by one case run writable (`"
+        f"{facts['engine']} diff`): {', '.join(facts['writes']) or 'none'}",
         "",
         "| case | seconds | exit | output check | equal to local |",
         "|---|---:|---:|---|---|",
@@ -272,11 +298,16 @@ def main(argv: list[str] | None = None) -> int:
         "cache_case": cases[0].name,
         "cache": cold_vs_warm(engine, args.image, cases[0], work / "cache"),
     }
-    say(f"overhead {facts['overhead']:.2f} s, cache {facts['cache']}")
+    facts["writes"] = filesystem_writes(engine, args.image, cases[0], work / "fs")
+    say(f"overhead {facts['overhead']:.2f} s, cache {facts['cache']}, other writes {facts['writes']}")
     mem = [] if args.no_memory else memory_checks(engine, args.image, work)
     report(facts, rows, equal, mem, args.report)
     say(f"wrote {args.report}")
-    protocol_ok = all(r["exit"] == 0 and r["check"] == "ok" for r in rows) and all(equal.values())
+    protocol_ok = (
+        all(r["exit"] == 0 and r["check"] == "ok" for r in rows)
+        and all(equal.values())
+        and not facts["writes"]
+    )
     memory_ok = not mem or (
         mem[0]["exit"] == 0 and mem[0]["check"] == "ok" and mem[1]["exit"] != 0 and not mem[1]["outputs_left"]
     )
