@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+TEAM = "medseg"  # the container name, as the challenge's --name <team>
+
 
 def container_cmd(
     engine: str, image: str, team: str, root: Path, extra: list[str], memory: str = "8G", command: str = ""
@@ -56,9 +58,7 @@ def run_protocol(engine: str, image: str, cases: list[Path], root: Path, extra: 
             (root / sub).chmod(0o777)  # the harness runs chmod -R 777
         shutil.copy(case, root / "inputs" / case.name)
         t0 = time.time()
-        proc = subprocess.run(
-            container_cmd(engine, image, "medseg", root, extra), capture_output=True, text=True
-        )
+        proc = subprocess.run(container_cmd(engine, image, TEAM, root, extra), capture_output=True, text=True)
         runtime = time.time() - t0
         status = check_output(case, root / "outputs" / case.name)
         if status == "ok":

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import case_dims, modality
-from container.challenge_run import check_output, container_cmd, run_protocol
+from container.challenge_run import TEAM, check_output, container_cmd, run_protocol
 from demo.synthetic import disks_2d, phantom_3d, save_case, sphere_3d
 from evaluation.machine import describe
 from evaluation.memcheck import big_volume
@@ -136,17 +136,26 @@ def one_case(
         (root / sub).mkdir(parents=True)
         (root / sub).chmod(0o777)
     shutil.copy(case, root / "inputs" / case.name)
-    cmd = container_cmd(engine, image, "medseg", root, extra, memory=memory, command=command)
+    cmd = container_cmd(engine, image, TEAM, root, extra, memory=memory, command=command)
     seconds, proc = timed(cmd)
     return seconds, proc, check_output(case, root / "outputs" / case.name)
 
 
 def cold_vs_warm(engine: str, image: str, case: Path, root: Path, repeats: int = 3) -> dict[str, float]:
     """Median seconds of one case with the baked cache vs an empty one (compiles every run)."""
-    cold = ["-e", "SEG_CACHE_DIR=/tmp/empty-cache"]
-    warm = [one_case(engine, image, case, root, HARDENING)[0] for _ in range(repeats)]
-    none = [one_case(engine, image, case, root, HARDENING + cold)[0] for _ in range(repeats)]
-    return {"warm": statistics.median(warm), "cold": statistics.median(none)}
+    settings = {"warm": HARDENING, "cold": [*HARDENING, "-e", "SEG_CACHE_DIR=/tmp/empty-cache"]}
+    medians = {}
+    for label, extra in settings.items():
+        seconds = []
+        for _ in range(repeats):
+            secs, proc, status = one_case(engine, image, case, root, extra)
+            if proc.returncode != 0 or status != "ok":
+                tail = proc.stderr[-300:]
+                msg = f"{label}-cache run of {case.name}: exit {proc.returncode}, {status}: {tail}"
+                raise RuntimeError(msg)
+            seconds.append(secs)
+        medians[label] = statistics.median(seconds)
+    return medians
 
 
 def _changed_paths(engine: str, image: str, root: Path, command: str) -> set[str]:
@@ -280,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     engine = args.engine or engine_name()
     work = args.work.resolve()
+    # A container left by an interrupted run would hold the team name and fail every run.
+    subprocess.run([engine, "rm", "-f", TEAM], capture_output=True, check=False)
     shutil.rmtree(work / "cases", ignore_errors=True)
     cases = generated_cases(work / "cases") + public_sample(args.data)
     say(f"{engine}, image {args.image}, {len(cases)} cases")
