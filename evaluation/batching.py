@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.sessions import SessionCache, create_core, default_threads
-from evaluation.machine import describe
+from evaluation.machine import describe, write_report
 
 BATCHES = (1, 2, 4, 8)
 
@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             for b, v in per_image.items()
         ),
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 

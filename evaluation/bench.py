@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import modality
-from evaluation.machine import describe
+from evaluation.machine import describe, write_report
 from evaluation.physical import measured_gflops_per_s
 
 SYSTEMS = ("app", "baseline")
@@ -335,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
         *(f"| {k} | {v:.3f} | {v / ideal:.1f}x |" for k, v in enc.items()),
     ]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from demo.synthetic import save_case, tight_boxes
-from evaluation.machine import describe
+from evaluation.machine import describe, write_report
 
 LIMIT_GB = 8.0
 
@@ -108,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "The 3D embedding cache holds at most 256 embeddings of 4 MiB (1 GiB); see README, Conventions #11.",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from demo.synthetic import disks_2d, save_case
-from evaluation.machine import describe
+from evaluation.machine import describe, write_report
 
 
 def run_once(inputs: Path, outputs: Path, cache: str) -> float:
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Warm cache saves {med['cold'] - med['warm']:.2f} s per case against a cold one "
         f"({med['none'] - med['warm']:.2f} s against no cache).",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 
