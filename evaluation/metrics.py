@@ -44,7 +44,13 @@ def dice(gt: np.ndarray, pred: np.ndarray) -> float:
 
 
 def surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """Normalised surface Dice at TOLERANCE of two 3D bool masks (NaN when both are empty)."""
+    """Normalised surface Dice at TOLERANCE of two 3D bool masks (NaN when both are empty).
+
+    One empty mask scores 0 (no surface within tolerance), decided here: the library's own
+    empty-mask path uses ``np.Inf``, which NumPy 2 removed."""
+    has_gt, has_pred = bool(gt.any()), bool(pred.any())
+    if not (has_gt and has_pred):
+        return 0.0 if (has_gt or has_pred) else float("nan")
     dists = surface_distance.compute_surface_distances(gt, pred, spacing)
     return float(surface_distance.compute_surface_dice_at_tolerance(dists, TOLERANCE))
 

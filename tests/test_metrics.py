@@ -78,3 +78,13 @@ def test_spacing_orders(order, expected) -> None:
 def test_unknown_spacing_order() -> None:
     with pytest.raises(ValueError, match="zyx"):
         spacing_for_axes((1, 1, 1), "yxz")
+
+
+def test_surface_dice_with_an_empty_mask() -> None:
+    from evaluation.metrics import surface_dice
+
+    full = np.zeros((4, 8, 8), bool)
+    full[1:3, 2:6, 2:6] = True
+    empty = np.zeros_like(full)
+    assert surface_dice(full, empty, (1.0, 1.0, 1.0)) == 0.0 == surface_dice(empty, full, (1.0, 1.0, 1.0))
+    assert np.isnan(surface_dice(empty, empty, (1.0, 1.0, 1.0)))
