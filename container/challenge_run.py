@@ -34,6 +34,16 @@ def container_cmd(
     ]  # fmt: skip
 
 
+def stage_case(case: Path, root: Path) -> None:
+    """Empty ``root/inputs`` and ``root/outputs`` (world-writable, as the harness's chmod -R 777)
+    and copy ``case`` alone into the inputs."""
+    for sub in ("inputs", "outputs"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+        (root / sub).mkdir(parents=True)
+        (root / sub).chmod(0o777)
+    shutil.copy(case, root / "inputs" / case.name)
+
+
 def check_output(case: Path, out: Path) -> str:
     """'ok' or what is wrong with the container's output for ``case``."""
     if not out.is_file():
@@ -52,11 +62,7 @@ def run_protocol(engine: str, image: str, cases: list[Path], root: Path, extra: 
     results.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in cases:
-        for sub in ("inputs", "outputs"):
-            shutil.rmtree(root / sub, ignore_errors=True)
-            (root / sub).mkdir(parents=True)
-            (root / sub).chmod(0o777)  # the harness runs chmod -R 777
-        shutil.copy(case, root / "inputs" / case.name)
+        stage_case(case, root)
         t0 = time.time()
         proc = subprocess.run(container_cmd(engine, image, TEAM, root, extra), capture_output=True, text=True)
         runtime = time.time() - t0

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import case_dims, modality
-from container.challenge_run import TEAM, check_output, container_cmd, run_protocol
+from container.challenge_run import TEAM, check_output, container_cmd, run_protocol, stage_case
 from demo.synthetic import disks_2d, phantom_3d, save_case, sphere_3d
 from evaluation.machine import describe
 from evaluation.memcheck import big_volume
@@ -131,11 +131,7 @@ def one_case(
     engine: str, image: str, case: Path, root: Path, extra: list[str], memory: str = "8G", command: str = ""
 ) -> tuple[float, subprocess.CompletedProcess, str]:
     """One protocol run of ``case`` alone: (seconds, process, output check)."""
-    for sub in ("inputs", "outputs"):
-        shutil.rmtree(root / sub, ignore_errors=True)
-        (root / sub).mkdir(parents=True)
-        (root / sub).chmod(0o777)
-    shutil.copy(case, root / "inputs" / case.name)
+    stage_case(case, root)
     cmd = container_cmd(engine, image, TEAM, root, extra, memory=memory, command=command)
     seconds, proc = timed(cmd)
     return seconds, proc, check_output(case, root / "outputs" / case.name)
@@ -173,11 +169,7 @@ def _changed_paths(engine: str, image: str, root: Path, command: str) -> set[str
 def filesystem_writes(engine: str, image: str, case: Path, root: Path) -> list[str]:
     """Paths one case changes in the container's own filesystem (run writable), beyond what the
     engine changes for ``true`` with the same volumes (/etc/hosts, mount points). Expected: none."""
-    for sub in ("inputs", "outputs"):
-        shutil.rmtree(root / sub, ignore_errors=True)
-        (root / sub).mkdir(parents=True)
-        (root / sub).chmod(0o777)
-    shutil.copy(case, root / "inputs" / case.name)
+    stage_case(case, root)
     engine_only = _changed_paths(engine, image, root, "true")
     return sorted(_changed_paths(engine, image, root, "") - engine_only)
 
