@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MANIFEST := models/manifest.json
 DATA ?= ../shared/data/public
 
-.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists clean
+.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -23,6 +23,8 @@ help:
 	@echo "make image      build the product image (docker, else podman; stand-in base if needed)"
 	@echo "make container-test  challenge protocol against the image -> reports/container.md"
 	@echo "make train-specialists  fine-tune LiteMedSAM's decoder per modality group (slow, needs DATA)"
+	@echo "make student-candidates  time candidate student encoders next to TinyViT (reports/students)"
+	@echo "make distill    distil the student encoder from TinyViT, then gate it (slow, needs DATA)"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
@@ -34,7 +36,7 @@ $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/constraints
 
 venv: $(STAMP)
 
-$(MANIFEST): $(STAMP) $(wildcard export/*.py export/architectures/*.py)
+$(MANIFEST): $(STAMP) $(wildcard export/*.py export/architectures/*.py weights/*/*)
 	$(PY) -m export
 
 export: $(STAMP)
@@ -78,6 +80,12 @@ container-test: $(MANIFEST)
 
 train-specialists: $(MANIFEST)
 	$(PY) -m train --data $(DATA)
+
+student-candidates: $(MANIFEST)
+	$(PY) -m evaluation.students
+
+distill: $(MANIFEST)
+	$(PY) -m train.distill --data $(DATA) --gate
 
 clean:
 	rm -rf build demo/out models/*/ $(MANIFEST)

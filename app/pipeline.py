@@ -45,7 +45,7 @@ def predict_case(path: Path, out_dir: Path, sessions: SessionCache) -> CaseResul
     """Segment one npz and write ``out_dir/<same name>``. Raises CaseError on bad input."""
     t0 = time.perf_counter()
     case = load_case(path)
-    key = route(case.name)
+    key = route(case.name, 3 if case.is_3d else 2, sessions.routes)
     session = sessions.get(key)
     calls_before = session.encoder_calls
     log.debug(

@@ -1,14 +1,20 @@
-"""Modality routing: case file name -> modality -> model key. The one routing table.
+"""Modality routing: case file name + dims -> modality -> model key.
 
 Names follow ``<2DBox|3DBox>_<Modality>_<source>_<id>.npz``. Matching is on whole tokens
 (split on ``_``, ``.`` and spaces, case-insensitive), never on substrings, so ``OCT`` can not
 be read as ``CT`` and ``MR`` does not match inside ``MRI_smear``. The modality token right after
 the prefix is tried first, then every other token left to right; no match -> DEFAULT_MODEL_KEY.
+
+The routing table itself, ``(dims, modality) -> model key``, is data: ``make export`` writes it
+into ``models/manifest.json`` (``routes``) from the specialists that passed their validation gate
+(``weights/<key>/card.json``). Any (dims, modality) without a row goes to DEFAULT_MODEL_KEY, so
+a 3D CT specialist never captures a 2D CT slice.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 # Token (lower case) -> canonical modality. One row per accepted spelling.
 MODALITY_ALIASES: dict[str, str] = {
@@ -34,21 +40,6 @@ MODALITY_ALIASES: dict[str, str] = {
     "mammo": "Mammography",
     "mamm": "Mammography",
     "oct": "OCT",
-}
-
-# Canonical modality -> model key in models/manifest.json. Specialists plug in here.
-MODALITY_MODEL: dict[str, str] = {
-    "CT": "lite_medsam",
-    "MR": "lite_medsam",
-    "PET": "lite_medsam",
-    "US": "lite_medsam",
-    "XRay": "lite_medsam",
-    "Dermoscopy": "lite_medsam",
-    "Endoscopy": "lite_medsam",
-    "Fundus": "lite_medsam",
-    "Microscopy": "lite_medsam",
-    "Mammography": "lite_medsam",
-    "OCT": "lite_medsam",
 }
 
 DEFAULT_MODEL_KEY = "lite_medsam"
@@ -81,7 +72,28 @@ def modality(name: str) -> str | None:
     return None
 
 
-def route(name: str) -> str:
-    """Model key for a case file name (DEFAULT_MODEL_KEY when no modality is named)."""
+# (spatial dims, canonical modality) -> model key; rows only where a specialist ships.
+RouteTable = Mapping[tuple[int, str], str]
+
+
+def route(name: str, dims: int, routes: RouteTable) -> str:
+    """Model key for a case: its (dims, modality) row of ``routes``, else DEFAULT_MODEL_KEY."""
     found = modality(name)
-    return DEFAULT_MODEL_KEY if found is None else MODALITY_MODEL[found]
+    return DEFAULT_MODEL_KEY if found is None else routes.get((dims, found), DEFAULT_MODEL_KEY)
+
+
+def routes_from_rows(rows: list[dict[str, object]]) -> dict[tuple[int, str], str]:
+    """The manifest's ``routes`` rows ({dims, modality, model}) as a table; rejects a modality
+    this module does not know and a (dims, modality) claimed twice."""
+    table: dict[tuple[int, str], str] = {}
+    known = set(MODALITY_ALIASES.values())
+    for row in rows:
+        dims, mod, key = int(row["dims"]), str(row["modality"]), str(row["model"])
+        if mod not in known or dims not in DIM_PREFIXES.values():
+            msg = f"route {row} names an unknown modality or dims; known: {sorted(known)}, 2 or 3"
+            raise ValueError(msg)
+        if (dims, mod) in table:
+            msg = f"route ({dims}D, {mod}) is claimed by both {table[(dims, mod)]!r} and {key!r}"
+            raise ValueError(msg)
+        table[(dims, mod)] = key
+    return table

@@ -18,6 +18,8 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
+from app.routing import routes_from_rows
+
 MANIFEST_NAME = "manifest.json"
 
 
@@ -57,19 +59,37 @@ class ModelEntry:
     input_size: int
 
 
-def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
-    """Model key -> entry, from ``models_dir/manifest.json`` (written by ``make export``)."""
+def _graph_path(models_dir: Path, key: str, entry: dict[str, Any], graph: str) -> Path:
+    """A graph's IR: ``graphs[graph]`` when the manifest shares one (a specialist reusing the
+    base model's encoder), else ``<key>/<graph>.xml``."""
+    return models_dir / entry.get("graphs", {}).get(graph, f"{key}/{graph}.xml")
+
+
+def _load_manifest(models_dir: Path) -> dict[str, Any]:
     path = models_dir / MANIFEST_NAME
     if not path.is_file():
         msg = f"no model manifest at {path}: run `make export` first"
         raise FileNotFoundError(msg)
-    models = json.loads(path.read_text())["models"]
+    return json.loads(path.read_text())
+
+
+def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
+    """Model key -> entry, from ``models_dir/manifest.json`` (written by ``make export``)."""
+    models = _load_manifest(models_dir)["models"]
     return {
         key: ModelEntry(
-            key, models_dir / key / "encoder.xml", models_dir / key / "decoder.xml", int(m["input_size"])
+            key,
+            _graph_path(models_dir, key, m, "encoder"),
+            _graph_path(models_dir, key, m, "decoder"),
+            int(m["input_size"]),
         )
         for key, m in models.items()
     }
+
+
+def read_routes(models_dir: Path) -> dict[tuple[int, str], str]:
+    """The routing table of the manifest (no ``routes``: every case to the default model)."""
+    return routes_from_rows(_load_manifest(models_dir).get("routes", []))
 
 
 class SamSession:
@@ -100,7 +120,13 @@ class SessionCache:
     def __init__(self, core: ov.Core, models_dir: Path, threads: int | None = None) -> None:
         self._core = core
         self._entries = read_manifest(models_dir)
+        self.routes = read_routes(models_dir)
+        missing = sorted(set(self.routes.values()) - set(self._entries))
+        if missing:
+            msg = f"{models_dir / MANIFEST_NAME}: routes name models not in it: {missing}"
+            raise ValueError(msg)
         self._config = compile_config(threads)
+        self._compiled: dict[Path, ov.CompiledModel] = {}  # shared graphs compile once
         self._sessions: dict[str, SamSession] = {}
 
     @property
@@ -114,10 +140,14 @@ class SessionCache:
             except KeyError:
                 msg = f"model key {key!r} is not in the manifest; available: {self.keys}"
                 raise ValueError(msg) from None
-            enc = self._core.compile_model(str(entry.encoder_xml), "CPU", self._config)
-            dec = self._core.compile_model(str(entry.decoder_xml), "CPU", self._config)
+            enc, dec = self._compile(entry.encoder_xml), self._compile(entry.decoder_xml)
             self._sessions[key] = SamSession(entry, enc, dec)
         return self._sessions[key]
+
+    def _compile(self, xml: Path) -> ov.CompiledModel:
+        if xml not in self._compiled:
+            self._compiled[xml] = self._core.compile_model(str(xml), "CPU", self._config)
+        return self._compiled[xml]
 
 
 def default_threads() -> int | None:

@@ -43,12 +43,15 @@ def link_cases(names: list[str], data: Path, folder: Path) -> Path:
     return folder
 
 
-def run_missing(system: str, names: list[str], data: Path, work: Path) -> tuple[int, float]:
-    """Run ``system`` on the cases of ``names`` without an output yet: (cases run, seconds)."""
+def run_missing(
+    system: str, names: list[str], data: Path, work: Path, extra: list[str] | None = None
+) -> tuple[int, float]:
+    """Run ``system`` on the cases of ``names`` without an output yet: (cases run, seconds).
+    ``extra``: more CLI flags (e.g. ``--models`` for candidate models)."""
     out = work / system
     todo = [n for n in names if not (out / n).is_file()]
     if not todo:
         return 0, 0.0
     inputs = link_cases(todo, data, work / f"{system}_inputs")
     log = work / f"{system}.log"
-    return len(todo), run_cli(system, inputs, out, log, SYSTEM_ARGS.get(system, []))
+    return len(todo), run_cli(system, inputs, out, log, [*SYSTEM_ARGS.get(system, []), *(extra or [])])

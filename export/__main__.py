@@ -19,12 +19,13 @@ import openvino as ov
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from app.routing import routes_from_rows
 from app.sessions import compile_config
 from evaluation.machine import cpu_model_name
 from export.architectures.sam import BoxSAM
 from export.checkpoint import sha256_file
 from export.parity import HopResult, check, compare, parity_inputs
-from export.specs import MODEL_SPECS, ModelSpec, get_spec, load_model
+from export.specs import BASE_KEY, WEIGHTS_DIR, ModelSpec, get_spec, load_model, model_specs
 from export.to_onnx import OPSET, export_decoder, export_encoder
 from export.to_openvino import convert_to_ir
 from export.wrappers import DecoderForExport, EncoderForExport
@@ -62,10 +63,13 @@ def run_onnx(onnx_dir: Path, images: np.ndarray, boxes: np.ndarray) -> tuple[np.
     return emb, logits
 
 
-def run_openvino(ir_dir: Path, images: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def run_openvino(
+    graphs: dict[str, Path], images: np.ndarray, boxes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``graphs``: {"encoder": xml, "decoder": xml}, exactly the IR files that ship."""
     core = ov.Core()
-    enc = core.compile_model(str(ir_dir / "encoder.xml"), "CPU", compile_config())
-    dec = core.compile_model(str(ir_dir / "decoder.xml"), "CPU", compile_config())
+    enc = core.compile_model(str(graphs["encoder"]), "CPU", compile_config())
+    dec = core.compile_model(str(graphs["decoder"]), "CPU", compile_config())
     emb = np.asarray(enc({"image": images})[0]).copy()
     logits = np.asarray(dec({"image_embeddings": emb, "boxes": boxes})[0]).copy()
     return emb, logits
@@ -79,8 +83,28 @@ def rt_info(key: str, spec: ModelSpec) -> dict[str, str]:
     }
 
 
-def export_one(key: str, models_dir: Path, build_dir: Path) -> dict[str, Any]:
-    spec = get_spec(key)
+def shipped_graphs(key: str, spec: ModelSpec, models_dir: Path) -> dict[str, Path]:
+    """Where each graph of ``key`` ships: a decoder specialist reuses the base's encoder IR."""
+    graphs = {g: models_dir / key / f"{g}.xml" for g in GRAPHS}
+    if key != BASE_KEY and spec.shares_base_encoder:
+        graphs["encoder"] = models_dir / BASE_KEY / "encoder.xml"
+    return graphs
+
+
+def card_facts(spec: ModelSpec) -> dict[str, Any]:
+    """What the manifest records of a trained model: data, validation result, weight sha256s."""
+    if not spec.card:
+        return {}
+    return {
+        "overlays": {o.module: {"file": o.path.name, "sha256": o.sha256} for o in spec.overlays},
+        **{k: spec.card[k] for k in ("kind", "training", "validation", "licence") if k in spec.card},
+    }
+
+
+def export_one(
+    key: str, models_dir: Path, build_dir: Path, weights_dir: Path = WEIGHTS_DIR
+) -> dict[str, Any]:
+    spec = get_spec(key, weights_dir)
     t0 = time.perf_counter()
     model = load_model(spec)
     onnx_dir, ir_dir = build_dir / key, models_dir / key
@@ -93,17 +117,23 @@ def export_one(key: str, models_dir: Path, build_dir: Path) -> dict[str, Any]:
     ref = run_torch(model, images, boxes)
     hops: list[HopResult] = [compare("torch->onnx", ref, run_onnx(onnx_dir, images, boxes))]
     check(hops[-1])
+    graphs = shipped_graphs(key, spec, models_dir)
     log(f"{key}: torch->onnx parity ok; converting to OpenVINO IR")
     for graph in GRAPHS:
-        convert_to_ir(onnx_dir / f"{graph}.onnx", ir_dir / f"{graph}.xml", rt_info(key, spec))
-    ov_out = run_openvino(ir_dir, images, boxes)
+        if graphs[graph].parent == ir_dir:
+            convert_to_ir(onnx_dir / f"{graph}.onnx", graphs[graph], rt_info(key, spec))
+        else:
+            (ir_dir / f"{graph}.xml").unlink(missing_ok=True)
+            (ir_dir / f"{graph}.bin").unlink(missing_ok=True)
+            log(f"{key}: {graph} shared with {graphs[graph].relative_to(models_dir)}")
+    ov_out = run_openvino(graphs, images, boxes)
     hops.append(compare("onnx->openvino", run_onnx(onnx_dir, images, boxes), ov_out))
     hops.append(compare("torch->openvino", ref, ov_out))
     for hop in hops[1:]:
         check(hop)
     log(f"{key}: all parity gates passed in {time.perf_counter() - t0:.1f} s")
     files = sorted(p for p in ir_dir.iterdir() if p.suffix in {".xml", ".bin"})
-    return {
+    entry: dict[str, Any] = {
         "architecture": spec.architecture,
         "input_size": spec.input_size,
         "files": {p.name: sha256_file(p) for p in files},
@@ -116,15 +146,32 @@ def export_one(key: str, models_dir: Path, build_dir: Path) -> dict[str, Any]:
         },
         "parity": [h.as_dict() for h in hops],
     }
+    shared = {g: str(p.relative_to(models_dir)) for g, p in graphs.items() if p.parent != ir_dir}
+    if shared:
+        entry["graphs"] = shared
+    if spec.card:
+        entry["trained"] = card_facts(spec)
+    return entry
 
 
-def write_manifest(models_dir: Path, entries: dict[str, Any]) -> Path:
+def route_rows(keys: list[str], weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
+    """The manifest's routing table: one row per (dims, modality) a shipped model serves."""
+    return [
+        {"dims": dims, "modality": mod, "model": key}
+        for key in keys
+        for dims, mod in get_spec(key, weights_dir).routes
+    ]
+
+
+def write_manifest(models_dir: Path, entries: dict[str, Any], weights_dir: Path = WEIGHTS_DIR) -> Path:
     manifest = {
         "format": 1,
         "generated_by": "make export (python -m export)",
         "versions": {"torch": torch.__version__, "openvino": ov.__version__, "onnx_opset": OPSET},
         "models": entries,
+        "routes": route_rows(sorted(entries), weights_dir),
     }
+    routes_from_rows(manifest["routes"])  # a clash or an unknown modality stops the export here
     path = models_dir / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -172,7 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--build-dir", type=Path, default=Path("build/onnx"))
-    parser.add_argument("--keys", nargs="*", default=sorted(MODEL_SPECS), help="model keys to export")
+    parser.add_argument(
+        "--weights-dir", type=Path, default=WEIGHTS_DIR, help="trained models (<key>/card.json)"
+    )
+    parser.add_argument(
+        "--keys",
+        nargs="*",
+        default=None,
+        help="model keys to export (default: the base and every weights/ card)",
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -180,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    entries = {key: export_one(key, args.models_dir, args.build_dir) for key in args.keys}
-    path = write_manifest(args.models_dir, entries)
+    keys = sorted(model_specs(args.weights_dir)) if args.keys is None else args.keys
+    keys = sorted(set(keys) | {BASE_KEY}, key=lambda k: (k != BASE_KEY, k))  # the base first: shared encoder
+    entries = {key: export_one(key, args.models_dir, args.build_dir, args.weights_dir) for key in keys}
+    path = write_manifest(args.models_dir, entries, args.weights_dir)
     for key, entry in entries.items():
         for hop in entry["parity"]:
             log(

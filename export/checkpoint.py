@@ -39,12 +39,17 @@ def verify_sha256(path: Path, expected: str) -> None:
         raise ValueError(msg)
 
 
-def load_state_strict(model: nn.Module, path: Path) -> None:
-    """Load a state dict with every key matched; the message lists the offending keys."""
+def load_state_strict(model: nn.Module, path: Path, skip: tuple[str, ...] = ()) -> None:
+    """Load a state dict with every key matched; the message lists the offending keys.
+
+    ``skip``: top-level submodules left out on both sides (their weights come from elsewhere,
+    e.g. a trained overlay); every other key must still match exactly."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
+    state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in skip}
     result = model.load_state_dict(state, strict=False)
+    result.missing_keys[:] = [k for k in result.missing_keys if k.split(".", 1)[0] not in skip]
     if result.missing_keys or result.unexpected_keys:
         msg = (
             f"checkpoint {path} does not match the architecture: "

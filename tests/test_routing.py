@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from app.routing import DEFAULT_MODEL_KEY, MODALITY_ALIASES, MODALITY_MODEL, case_dims, modality, route
+from app.routing import DEFAULT_MODEL_KEY, MODALITY_ALIASES, case_dims, modality, route, routes_from_rows
 
 
 @pytest.mark.parametrize(("alias", "expected"), sorted(MODALITY_ALIASES.items()))
@@ -32,7 +32,26 @@ def test_token_matching(name: str, expected: str | None) -> None:
 
 
 def test_unknown_names_get_the_default_model() -> None:
-    assert route("whatever_name.npz") == DEFAULT_MODEL_KEY
+    assert route("whatever_name.npz", 2, {(2, "US"): "us_2d"}) == DEFAULT_MODEL_KEY
+
+
+def test_routes_are_keyed_by_dims_and_modality() -> None:
+    routes = {(3, "CT"): "volumes_3d", (2, "US"): "us_2d"}
+    assert route("3DBox_CT_x_1.npz", 3, routes) == "volumes_3d"
+    assert route("2DBox_CT_x_1.npz", 2, routes) == DEFAULT_MODEL_KEY  # a 3D specialist keeps off 2D CT
+    assert route("2DBox_US_x_1.npz", 2, routes) == "us_2d"
+    assert route("2DBox_Fundus_x_1.npz", 2, routes) == DEFAULT_MODEL_KEY
+
+
+def test_route_rows_reject_clashes_and_unknown_modalities() -> None:
+    rows = [{"dims": 2, "modality": "US", "model": "a"}]
+    assert routes_from_rows(rows) == {(2, "US"): "a"}
+    with pytest.raises(ValueError, match="claimed by both"):
+        routes_from_rows([*rows, {"dims": 2, "modality": "US", "model": "b"}])
+    with pytest.raises(ValueError, match="unknown modality"):
+        routes_from_rows([{"dims": 2, "modality": "Ultrasound", "model": "a"}])
+    with pytest.raises(ValueError, match="unknown modality"):
+        routes_from_rows([{"dims": 4, "modality": "US", "model": "a"}])
 
 
 @pytest.mark.parametrize(("name", "dims"), [("2DBox_US_1.npz", 2), ("3dbox_ct_1.npz", 3), ("case.npz", None)])
@@ -40,16 +59,21 @@ def test_dims_from_prefix(name: str, dims: int | None) -> None:
     assert case_dims(name) == dims
 
 
-def test_every_alias_target_has_a_model() -> None:
-    assert set(MODALITY_ALIASES.values()) == set(MODALITY_MODEL)
-
-
 def test_routing_targets_are_export_specs() -> None:
-    from export.specs import MODEL_SPECS
+    from export.specs import BASE_KEY, model_specs
 
-    assert set(MODALITY_MODEL.values()) | {DEFAULT_MODEL_KEY} <= set(MODEL_SPECS)
+    specs = model_specs()
+    assert DEFAULT_MODEL_KEY == BASE_KEY
+    for key, spec in specs.items():
+        for dims, mod in spec.routes:
+            assert mod in set(MODALITY_ALIASES.values()), f"{key} routes unknown modality {mod}"
+            assert dims in (2, 3)
 
 
-def test_routing_targets_are_in_the_manifest(models_dir) -> None:
+def test_manifest_routes_exactly_the_shipped_specialists(models_dir) -> None:
+    from export.__main__ import route_rows
+
     manifest = json.loads((models_dir / "manifest.json").read_text())
-    assert set(MODALITY_MODEL.values()) | {DEFAULT_MODEL_KEY} <= set(manifest["models"])
+    assert DEFAULT_MODEL_KEY in manifest["models"]
+    assert manifest["routes"] == route_rows(sorted(manifest["models"]))
+    assert {r["model"] for r in manifest["routes"]} <= set(manifest["models"])

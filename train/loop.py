@@ -62,7 +62,7 @@ def _resumable(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "steps"}
 
 
-def _save(path: Path, state: dict) -> None:
+def save_atomic(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -111,7 +111,7 @@ def train_decoder(model: BoxSAM, train: Pool, val: Pool, out: Path, cfg: TrainCo
                   f"val Dice {row['val_dice']:.4f} ({elapsed:.0f} s)", file=sys.stderr)  # fmt: skip
         log.append(row)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _save(state_path, {
+            save_atomic(state_path, {
                 "config": asdict(cfg), "decoder": model.mask_decoder.state_dict(),
                 "optimizer": opt.state_dict(), "rng": rng.bit_generator.state, "step": step, "log": log,
             })  # fmt: skip

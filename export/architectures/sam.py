@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
 from export.architectures.mask_decoder import MaskDecoder
 from export.architectures.prompt_encoder import PromptEncoder
+from export.architectures.students import STUDENTS, build_student
 from export.architectures.tiny_vit import TinyViT
 
 
@@ -37,9 +39,16 @@ def build_lite_medsam() -> BoxSAM:
     return BoxSAM(TinyViT(), input_size=256)
 
 
+def build_student_sam(student: str) -> BoxSAM:
+    """A candidate student encoder (``export/architectures/students.py``) + LiteMedSAM's prompt
+    encoder and mask decoder (loaded from LiteMedSAM's checkpoint, reused unchanged)."""
+    return BoxSAM(build_student(student), input_size=256)
+
+
 # Architecture name -> builder. Training code imports the same table.
 ARCHITECTURES: dict[str, Callable[[], BoxSAM]] = {
     "lite_medsam": build_lite_medsam,
+    **{f"student_{name}": partial(build_student_sam, name) for name in STUDENTS},
 }
 
 

@@ -1,0 +1,138 @@
+"""``make student-candidates``: time every candidate student encoder next to TinyViT, on this CPU.
+
+Each candidate of ``export/architectures/students.py`` (random init: speed does not depend on the
+weights) goes through the product's own export path (torch -> ONNX opset 17 -> OpenVINO IR fp32)
+and is compiled with the runtime's settings; TinyViT is LiteMedSAM's shipped IR
+(``models/lite_medsam/encoder.xml``). Timing: rounds that visit every model in turn (so drift
+hits all), per round the median of ``--repeats`` calls, at batch 1 and batch 8 (per image).
+A candidate goes on to distillation only if its batch-1 speed-up over TinyViT is >= GATE.
+Writes ``reports/students/candidates.{md,csv}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import torch
+
+from app.sessions import compile_config
+from evaluation.machine import describe, write_report
+from export.__main__ import encoder_gflops
+from export.architectures.sam import build_architecture
+from export.architectures.students import STUDENTS
+from export.to_onnx import export_encoder
+from export.to_openvino import convert_to_ir
+from export.wrappers import EncoderForExport
+
+SPEEDUP_GATE = 2.5
+TEACHER = "tinyvit (LiteMedSAM)"
+BATCHES = (1, 8)
+
+
+def export_candidate(name: str, folder: Path) -> tuple[Path, float, float]:
+    """Random-init student -> IR; (encoder xml, parameters in millions, GFLOPs per image)."""
+    torch.manual_seed(0)
+    model = build_architecture(f"student_{name}").eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    export_encoder(EncoderForExport(model), 256, folder / "encoder.onnx")
+    convert_to_ir(folder / "encoder.onnx", folder / "encoder.xml", {"model_key": f"student_{name}"})
+    params = sum(p.numel() for p in model.image_encoder.parameters()) / 1e6
+    return folder / "encoder.xml", params, encoder_gflops(model, 256)
+
+
+def seconds_per_image(compiled: ov.CompiledModel, batch: int, repeats: int) -> float:
+    """Median wall seconds per image of ``repeats`` calls at ``batch``."""
+    x = np.random.default_rng(0).random((batch, 3, 256, 256), dtype=np.float32)
+    compiled({"image": x})  # first call allocates
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        compiled({"image": x})
+        times.append((time.perf_counter() - t0) / batch)
+    return statistics.median(times)
+
+
+def time_models(xmls: dict[str, Path], rounds: int, repeats: int) -> dict[str, dict[int, float]]:
+    """Model -> batch -> median over rounds of per-round medians (s per image)."""
+    core = ov.Core()
+    compiled = {name: core.compile_model(str(xml), "CPU", compile_config()) for name, xml in xmls.items()}
+    samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in BATCHES} for n in xmls}
+    for r in range(rounds):
+        for name in xmls:
+            for batch in BATCHES:
+                samples[name][batch].append(seconds_per_image(compiled[name], batch, repeats))
+        print(f"student-candidates: round {r + 1}/{rounds} done", flush=True)
+    return {n: {b: statistics.median(v) for b, v in per.items()} for n, per in samples.items()}
+
+
+def table_row(
+    name: str, facts: tuple[float, float], timing: dict[int, float], teacher: dict[int, float]
+) -> dict[str, object]:
+    """One line of the table: size, cost, speed and whether the candidate passes the gate."""
+    speedup = {b: teacher[b] / timing[b] for b in BATCHES}
+    return {
+        "model": name,
+        "params_m": round(facts[0], 2),
+        "gflops": round(facts[1], 2),
+        "ms_batch1": round(1000 * timing[1], 1),
+        "ms_per_image_batch8": round(1000 * timing[8], 1),
+        "speedup_batch1": round(speedup[1], 2),
+        "speedup_batch8": round(speedup[8], 2),
+        "passes": "teacher" if name == TEACHER else ("yes" if speedup[1] >= SPEEDUP_GATE else "no"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.students", description=__doc__)
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--work", type=Path, default=Path("build/students"))
+    parser.add_argument("--out", type=Path, default=Path("reports/students"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    xmls = {TEACHER: args.models / "lite_medsam" / "encoder.xml"}
+    facts: dict[str, tuple[float, float]] = {}
+    for name in STUDENTS:
+        xml, params, gflops = export_candidate(name, args.work / name)
+        xmls[name], facts[name] = xml, (params, gflops)
+        print(
+            f"student-candidates: exported {name}: {params:.2f} M parameters, {gflops:.1f} GFLOPs", flush=True
+        )
+    teacher_model = build_architecture("lite_medsam")
+    facts[TEACHER] = (sum(p.numel() for p in teacher_model.image_encoder.parameters()) / 1e6,
+                      encoder_gflops(teacher_model, 256))  # fmt: skip
+    timing = time_models(xmls, args.rounds, args.repeats)
+    rows = [table_row(name, facts[name], timing[name], timing[TEACHER]) for name in xmls]
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "candidates.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# Student encoder candidates: speed on this CPU",
+        "",
+        f"Machine: {describe()}. OpenVINO {ov.__version__}, fp32, the runtime's compile settings. "
+        f"Command: `make student-candidates` (`python -m evaluation.students --rounds {args.rounds} "
+        f"--repeats {args.repeats}`). {time.strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        "Encoder only, (B, 3, 256, 256) -> (B, 256, 64, 64); random weights (speed does not depend on "
+        "them); median over rounds of the per-round median. GFLOPs from torch's FLOP counter "
+        f"(2 x multiply-adds). Gate: batch-1 speed-up over TinyViT >= {SPEEDUP_GATE}.",
+        "",
+        "| model | params (M) | GFLOPs | ms, batch 1 | ms/image, batch 8 | speed-up b1 | speed-up b8 | "
+        "goes on |",
+        "|---|---|---|---|---|---|---|---|",
+        *("| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows),
+    ]
+    write_report(args.out / "candidates.md", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Trained models in the registry: cards -> specs -> overlays -> export with a shared encoder ->
+routes in the manifest -> the app picks the specialist; the gate's rule and its bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.specs import BASE, BASE_KEY, CARD_NAME, get_spec, load_model, model_specs, trained_specs
+from train.gate import GateResult, candidate_card, group_means, passes_gate, settle, write_candidate
+from train.provenance import SOURCE_TERMS, UNKNOWN_TERMS, source_tag, sources_of
+
+
+def perturbed_decoder(path: Path, scale: float = 1.01) -> dict[str, torch.Tensor]:
+    """LiteMedSAM's decoder with every weight scaled, saved fp16 to ``path``."""
+    base = load_model(BASE)
+    state = {k: (v * scale).half() for k, v in base.mask_decoder.state_dict().items()}
+    torch.save(state, path)
+    return state
+
+
+@pytest.fixture(scope="module")
+def specialist_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder with one decoder specialist for 2D ultrasound."""
+    weights = tmp_path_factory.mktemp("weights")
+    decoder = weights / "decoder_src.pt"
+    perturbed_decoder(decoder)
+    training = {"command": "test", "sources": sources_of(["2DBox_US_HC18_1.npz"])}
+    card = candidate_card("us_2d", decoder, training)
+    write_candidate(weights / "us_2d", card, decoder)
+    return weights
+
+
+def test_no_cards_means_only_the_base(tmp_path: Path) -> None:
+    assert trained_specs(tmp_path) == {}
+    assert list(model_specs(tmp_path)) == [BASE_KEY]
+
+
+def test_card_becomes_a_spec_with_routes_and_overlay(specialist_weights: Path) -> None:
+    spec = get_spec("us_2d", specialist_weights)
+    assert spec.routes == ((2, "US"),)
+    assert spec.shares_base_encoder
+    assert [o.module for o in spec.overlays] == ["mask_decoder"]
+    model, base = load_model(spec), load_model(BASE)
+    trained, original = model.mask_decoder.state_dict(), base.mask_decoder.state_dict()
+    for k, v in trained.items():
+        assert torch.allclose(v, (original[k] * 1.01).half().float()), k
+    enc, enc_base = model.image_encoder.state_dict(), base.image_encoder.state_dict()
+    assert all(torch.equal(enc[k], enc_base[k]) for k in enc)
+
+
+def test_overlay_with_a_wrong_sha256_is_refused(specialist_weights: Path, tmp_path: Path) -> None:
+    card = json.loads((specialist_weights / "us_2d" / CARD_NAME).read_text())
+    card["overlays"]["mask_decoder"]["sha256"] = "0" * 64
+    folder = tmp_path / "us_2d"
+    folder.mkdir()
+    (folder / CARD_NAME).write_text(json.dumps(card))
+    (folder / "decoder_fp16.pt").write_bytes((specialist_weights / "us_2d" / "decoder_fp16.pt").read_bytes())
+    with pytest.raises(ValueError, match="sha256"):
+        load_model(get_spec("us_2d", tmp_path))
+
+
+def test_overlay_for_an_unknown_module_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "x"
+    folder.mkdir()
+    overlays = {"prompt_encoder": {"file": "a", "sha256": ""}}
+    card = {"architecture": "lite_medsam", "licence": "x", "overlays": overlays}
+    (folder / CARD_NAME).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="not among"):
+        trained_specs(tmp_path)
+
+
+def test_export_of_a_specialist_shares_the_encoder_and_routes_the_app(
+    specialist_weights: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    from app.routing import route
+    from app.sessions import SessionCache, create_core, read_manifest
+    from export.__main__ import export_one, write_manifest
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / BASE_KEY).symlink_to(models_dir / BASE_KEY)
+    base_entry = json.loads((models_dir / "manifest.json").read_text())["models"][BASE_KEY]
+    entry = export_one("us_2d", models, tmp_path / "onnx", specialist_weights)
+    assert entry["graphs"] == {"encoder": f"{BASE_KEY}/encoder.xml"}
+    assert set(entry["files"]) == {"decoder.xml", "decoder.bin"}
+    assert all(h["passed"] for h in entry["parity"])
+    assert entry["trained"]["overlays"]["mask_decoder"]["sha256"]
+    write_manifest(models, {BASE_KEY: base_entry, "us_2d": entry}, specialist_weights)
+    manifest = json.loads((models / "manifest.json").read_text())
+    assert manifest["routes"] == [{"dims": 2, "modality": "US", "model": "us_2d"}]
+    assert read_manifest(models)["us_2d"].encoder_xml == models / BASE_KEY / "encoder.xml"
+    sessions = SessionCache(create_core(None), models)
+    assert route("2DBox_US_HC18_1.npz", 2, sessions.routes) == "us_2d"
+    assert route("3DBox_US_x_1.npz", 3, sessions.routes) == BASE_KEY
+    spec, base = sessions.get("us_2d"), sessions.get(BASE_KEY)
+    assert spec._encoder is base._encoder  # one compiled encoder for both keys
+    image = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    emb = base.encode(image)
+    box = np.array([40, 40, 200, 180], np.float32)
+    assert not np.allclose(spec.decode(emb, box), base.decode(emb, box))
+
+
+def test_manifest_routes_naming_a_missing_model_are_refused(tmp_path: Path, models_dir: Path) -> None:
+    from app.sessions import SessionCache, create_core
+
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    manifest["routes"] = [{"dims": 2, "modality": "US", "model": "ghost"}]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="ghost"):
+        SessionCache(create_core(None), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("base", "spec", "ok"),
+    [
+        ((0.50, 0.40), (0.51, 0.40), True),  # exactly one point, NSD equal
+        ((0.50, 0.40), (0.509, 0.45), False),  # under one point
+        ((0.50, 0.40), (0.60, 0.399), False),  # NSD lost
+        ((0.50, math.nan), (0.60, 0.5), False),
+    ],
+)
+def test_gate_rule(base: tuple[float, float], spec: tuple[float, float], ok: bool) -> None:
+    assert passes_gate(*base, *spec) is ok
+
+
+def test_group_means_skip_nan_nsd_and_other_cases() -> None:
+    rows = [
+        {"case": "a", "base_dsc": 0.5, "base_nsd": float("nan"), "spec_dsc": 0.7, "spec_nsd": 0.6},
+        {"case": "b", "base_dsc": 0.7, "base_nsd": 0.4, "spec_dsc": 0.9, "spec_nsd": 0.8},
+        {"case": "c", "base_dsc": 0.0, "base_nsd": 0.0, "spec_dsc": 0.0, "spec_nsd": 0.0},
+    ]
+    assert group_means(rows, ["a", "b"]) == pytest.approx((0.6, 0.4, 0.8, 0.7))
+
+
+def test_settle_ships_only_accepted_groups(specialist_weights: Path, tmp_path: Path) -> None:
+    shipped = tmp_path / "weights"
+    (shipped / "fundus_2d").mkdir(parents=True)  # shipped earlier, fails now: removed
+    results = [GateResult("us_2d", 3, 0.5, 0.4, 0.6, 0.5), GateResult("fundus_2d", 3, 0.5, 0.4, 0.5, 0.4)]
+    (specialist_weights / "fundus_2d").mkdir(exist_ok=True)
+    settle(results, specialist_weights, shipped, "test")
+    assert sorted(p.name for p in shipped.iterdir()) == ["us_2d"]
+    card = json.loads((shipped / "us_2d" / CARD_NAME).read_text())
+    assert card["validation"]["accepted"] and card["validation"]["dsc"] == 0.6
+    assert get_spec("us_2d", shipped).overlays[0].sha256 == card["overlays"]["mask_decoder"]["sha256"]
+
+
+def test_provenance_names_sources_and_terms() -> None:
+    assert source_tag("2DBox_US_HC18_007.npz") == "HC18"
+    assert source_tag("3DBox_MR_BraTS2013deepmedic_pat0001.npz") == "BraTS2013deepmedic"
+    got = sources_of(["2DBox_US_HC18_1.npz", "2DBox_US_HC18_2.npz", "2DBox_US_Mystery_3.npz"])
+    assert got["HC18"] == {"cases": 2, "terms": SOURCE_TERMS["HC18"]}
+    assert got["Mystery"]["terms"] == UNKNOWN_TERMS
+
+
+def test_shipped_weights_fit_the_budget_and_have_cards() -> None:
+    from export.specs import WEIGHTS_DIR
+
+    files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file() and p.name != "README.md"]
+    assert sum(p.stat().st_size for p in files) < 60 * 2**20
+    for spec in trained_specs().values():
+        assert spec.card["validation"], "a shipped model records its validation result"
+        for overlay in spec.overlays:
+            assert overlay.path.is_file()

@@ -1,0 +1,225 @@
+"""The specialists' acceptance gate: a specialist ships only where it beats LiteMedSAM on validation.
+
+For every trained group: write a candidate card (``build/gate/weights/<group>/``), export all
+candidates through the same export stage and parity gates (``build/gate/models``), run the app
+with them on the group's validation cases of ``splits/public.csv``, and score with the
+challenge metrics next to the app with LiteMedSAM alone (``build/runs/app``, shared with
+``make eval``). A group is accepted by SPECIALIST_RULE: its validation mean DSC gains at least
+one point and its mean NSD does not drop (a student encoder: STUDENT_RULE). Accepted groups
+are copied to ``weights/<group>/`` (what ``make export`` ships and routes), rejected ones are
+removed from there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.evaluate import score_one
+from evaluation.runner import DEFAULT_WORK, run_missing
+from export.checkpoint import sha256_file
+from export.specs import BASE, BASE_KEY, CARD_NAME
+from train.groups import GROUPS, group_of
+
+DECODER_FILE = "decoder_fp16.pt"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When a candidate replaces the general model for a group, on validation means."""
+
+    min_dsc_gain: float  # candidate DSC - LiteMedSAM DSC must be at least this
+    nsd_may_drop: bool
+    text: str
+
+
+SPECIALIST_RULE = Rule(0.01, False, "validation mean DSC >= LiteMedSAM's + 0.01 and mean NSD >= LiteMedSAM's")
+STUDENT_RULE = Rule(-0.01, True, "validation mean DSC >= LiteMedSAM's - 0.01 (within one point)")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    group: str
+    cases: int
+    base_dsc: float
+    base_nsd: float
+    spec_dsc: float
+    spec_nsd: float
+    rule: Rule = SPECIALIST_RULE
+
+    @property
+    def accepted(self) -> bool:
+        return passes_gate(self.base_dsc, self.base_nsd, self.spec_dsc, self.spec_nsd, self.rule)
+
+
+def passes_gate(
+    base_dsc: float, base_nsd: float, spec_dsc: float, spec_nsd: float, rule: Rule = SPECIALIST_RULE
+) -> bool:
+    """The rule on the four means. NaN anywhere fails."""
+    values = (base_dsc, base_nsd, spec_dsc, spec_nsd)
+    if any(math.isnan(v) for v in values):
+        return False
+    return spec_dsc - base_dsc >= rule.min_dsc_gain - 1e-9 and (rule.nsd_may_drop or spec_nsd >= base_nsd)
+
+
+def candidate_card(group: str, decoder: Path, training: dict[str, Any]) -> dict[str, Any]:
+    """The card of a decoder specialist for ``group`` (validation filled in by the gate)."""
+    spec_group = GROUPS[group]
+    return {
+        "key": group,
+        "kind": "decoder specialist",
+        "architecture": BASE.architecture,
+        "base": BASE_KEY,
+        "overlays": {"mask_decoder": {"file": DECODER_FILE, "sha256": sha256_file(decoder)}},
+        "routes": [{"dims": spec_group.dims, "modality": m} for m in spec_group.modalities],
+        "licence": (
+            "Apache-2.0, fine-tuned from LiteMedSAM (Apache-2.0, bowang-lab/MedSAM); trained on the "
+            "research-licence data named in training.sources (their terms apply to any use)"
+        ),
+        "training": training,
+    }
+
+
+def write_candidate(folder: Path, card: dict[str, Any], decoder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(decoder, folder / DECODER_FILE)
+    (folder / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def group_means(rows: list[dict[str, object]], names: list[str]) -> tuple[float, float, float, float]:
+    """(base DSC, base NSD, specialist DSC, specialist NSD) means over ``names`` (NaN NSD skipped)."""
+    chosen = [r for r in rows if r["case"] in set(names)]
+
+    def mean(key: str) -> float:
+        vals = [float(r[key]) for r in chosen if r[key] != "" and not math.isnan(float(r[key]))]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    return mean("base_dsc"), mean("base_nsd"), mean("spec_dsc"), mean("spec_nsd")
+
+
+def export_candidates(weights: Path, models: Path, onnx: Path) -> None:
+    cmd = [sys.executable, "-m", "export", "--weights-dir", str(weights), "--models-dir", str(models),
+           "--build-dir", str(onnx)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+
+
+def run_gate(
+    val_names: dict[str, list[str]],
+    data: Path,
+    gate_dir: Path,
+    rule: Rule = SPECIALIST_RULE,
+    base_work: Path = DEFAULT_WORK,
+) -> tuple[list[GateResult], list[dict[str, object]]]:
+    """Export every candidate card in ``gate_dir/weights`` (their routes say which cases they
+    take), run the app with them and with LiteMedSAM alone on the validation cases of the groups
+    in ``val_names`` and score both; (per-group results, per-case rows)."""
+    export_candidates(gate_dir / "weights", gate_dir / "models", gate_dir / "onnx")
+    names = sorted({n for g in val_names for n in val_names[g]})
+    shutil.rmtree(gate_dir / "runs", ignore_errors=True)  # candidates change between runs
+    count, secs = run_missing("app", names, data, base_work)
+    print(f"gate: LiteMedSAM app ran {count} cases without an output in {secs:.0f} s", file=sys.stderr)
+    count, secs = run_missing("app", names, data, gate_dir / "runs", ["--models", str(gate_dir / "models")])
+    print(f"gate: app with the candidates ran {count} cases in {secs:.0f} s", file=sys.stderr)
+    rows = []
+    for name in names:
+        row = score_one(data / name, {"base": base_work / "app", "spec": gate_dir / "runs" / "app"}, "zyx")
+        rows.append({**row, "group": group_of(name)})
+    results = [
+        GateResult(g, len(val_names[g]), *group_means(rows, val_names[g]), rule) for g in sorted(val_names)
+    ]
+    return results, rows
+
+
+def validation_facts(r: GateResult, command: str) -> dict[str, Any]:
+    return {
+        "command": command,
+        "cases": r.cases,
+        "dsc": round(r.spec_dsc, 4),
+        "nsd": round(r.spec_nsd, 4),
+        "baseline_dsc": round(r.base_dsc, 4),
+        "baseline_nsd": round(r.base_nsd, 4),
+        "rule": r.rule.text,
+        "accepted": r.accepted,
+    }
+
+
+def settle(results: list[GateResult], candidates_dir: Path, weights_dir: Path, command: str) -> None:
+    """Ship the accepted candidates into ``weights_dir`` (with their validation facts), and
+    remove from it every group that was gated now and failed."""
+    for r in results:
+        target = weights_dir / r.group
+        shutil.rmtree(target, ignore_errors=True)
+        if not r.accepted:
+            continue
+        card = json.loads((candidates_dir / r.group / CARD_NAME).read_text())
+        card["validation"] = validation_facts(r, command)
+        write_candidate(target, card, candidates_dir / r.group / DECODER_FILE)
+
+
+def write_report(
+    results: list[GateResult],
+    rows: list[dict[str, object]],
+    out: Path,
+    command: str,
+    what: str = "specialist",
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "gate_cases.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        f"# {what.capitalize()}: validation gate",
+        "",
+        f"Command: `{command}`. Validation cases: the `val` rows of `splits/public.csv` per group "
+        "(split by source image / patient). Both columns are the app (OpenVINO) with the challenge "
+        f"metrics; LiteMedSAM = the general model, {what} = the candidate. Rule: {results[0].rule.text}.",
+        "",
+        f"| group | val cases | LiteMedSAM DSC | {what} DSC | gain | LiteMedSAM NSD | {what} NSD | shipped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.group} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
+            f"{r.spec_dsc - r.base_dsc:+.4f} | "
+            f"{r.base_nsd:.4f} | {r.spec_nsd:.4f} | {'yes' if r.accepted else 'no: keeps LiteMedSAM'} |"
+        )
+    lines += ["", "![validation DSC and NSD per group](gate.png)", ""]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    (out / "gate.json").write_text(
+        json.dumps([{**asdict(r), "rule": r.rule.text, "accepted": r.accepted} for r in results], indent=2)
+        + "\n"
+    )
+    plot_gate(results, out / "gate.png", what)
+
+
+def plot_gate(results: list[GateResult], path: Path, what: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(len(results))
+    for ax, metric in zip(axes, ("dsc", "nsd"), strict=True):
+        base = [getattr(r, f"base_{metric}") for r in results]
+        spec = [getattr(r, f"spec_{metric}") for r in results]
+        ax.bar(x - 0.2, base, 0.4, label="LiteMedSAM")
+        ax.bar(x + 0.2, spec, 0.4, label=what)
+        ax.set_xticks(
+            x, [f"{r.group}\n{'shipped' if r.accepted else 'kept base'}" for r in results], fontsize=8
+        )
+        ax.set(ylim=(0, 1), ylabel=f"validation mean {metric.upper()}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
