@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.npz_io import load_case
-from evaluation.runner import DEFAULT_WORK, run_missing
+from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
 
 GATE = 0.98
 
@@ -71,14 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
     parser.add_argument("--out", type=Path, default=Path("reports/agreement"))
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="outputs per system (resumable)")
+    parser.add_argument(
+        "--models", type=Path, default=DEFAULT_MODELS, help="exported models (LiteMedSAM used)"
+    )
     parser.add_argument("--skip-run", action="store_true", help="compare existing outputs only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    app_out, ref_out = args.work / "app", args.work / "baseline"
+    # The oracle runs LiteMedSAM; so does the app here (shipped specialists left out).
+    models = base_only_models(args.models, args.work / "models_lite_medsam")
+    app_out, ref_out = output_folder("app", args.work, models), output_folder("baseline", args.work)
     if not args.skip_run:
         names = sorted(p.name for p in args.data.glob("*.npz"))
         for system in ("app", "baseline"):
-            count, secs = run_missing(system, names, args.data, args.work)
+            count, secs = run_missing(system, names, args.data, args.work, models)
             print(f"agreement: {system} ran {count} cases without an output in {secs:.0f} s", file=sys.stderr)
     rows = compare(args.data, app_out, ref_out)
     with (args.out / "agreement.csv").open("w", newline="") as fh:

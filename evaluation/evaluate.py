@@ -19,7 +19,7 @@ import numpy as np
 from app.routing import modality
 from demo.overlay import montage_3d, overlay_2d, write_png
 from evaluation.metrics import SPACING_ORDERS, score_case, spacing_for_axes
-from evaluation.runner import DEFAULT_WORK, run_missing
+from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, output_folder, run_missing
 from evaluation.split import read_split
 
 SYSTEMS = ("app", "baseline")
@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
     parser.add_argument("--out", type=Path, default=Path("reports/eval"))
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="outputs per system (resumable)")
+    parser.add_argument(
+        "--models", type=Path, default=DEFAULT_MODELS, help="the app's models (with its routes)"
+    )
     parser.add_argument("--split", type=Path, default=None, help="split CSV (see make split)")
     parser.add_argument("--subset", choices=("all", "train", "val"), default="all")
     parser.add_argument("--spacing-order", choices=SPACING_ORDERS, default="zyx")
@@ -133,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-run", action="store_true", help="score existing outputs only")
     args = parser.parse_args(argv)
     names = select_cases(args.data, args.split, args.subset)
-    outputs = {s: args.work / s for s in SYSTEMS}
+    outputs = {s: output_folder(s, args.work, args.models) for s in SYSTEMS}
     if not args.skip_run:
         for system in SYSTEMS:
-            count, secs = run_missing(system, names, args.data, args.work)
+            count, secs = run_missing(system, names, args.data, args.work, args.models)
             print(f"eval: {system} ran {count} cases without an output in {secs:.0f} s")
     rows = [score_one(args.data / n, outputs, args.spacing_order) for n in names]
     args.out.mkdir(parents=True, exist_ok=True)

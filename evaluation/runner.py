@@ -1,18 +1,24 @@
 """Run the appliance or the baseline oracle over a folder of cases, resumably.
 
-Outputs go to ``WORK/<system>/``; a system is run only on the cases whose output is missing,
-so an interrupted corpus run resumes, and ``make eval`` and ``make agreement`` share one set of
-runs (default ``build/runs``).
+Outputs go to ``WORK/baseline/`` and ``WORK/app-<tag>/``, where the tag is a short sha256 of
+the models manifest the app ran with, so outputs of different model sets (LiteMedSAM alone, with
+specialists, with candidates) never mix. A system is run only on the cases whose output is
+missing, so an interrupted corpus run resumes, and ``make eval``, ``make agreement`` and the
+training gates share one set of runs (default ``build/runs``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 DEFAULT_WORK = Path("build/runs")
+DEFAULT_MODELS = Path("models")
+BASE_KEY = "lite_medsam"  # export.specs.BASE_KEY; repeated to keep this module free of torch
 # Flags per system for accuracy runs. The oracle reuses slice embeddings across the boxes of a
 # 3D case (identical masks, a fraction of the time); `make bench` times the original instead.
 SYSTEM_ARGS: dict[str, list[str]] = {"app": [], "baseline": ["--reuse-embeddings"]}
@@ -43,15 +49,41 @@ def link_cases(names: list[str], data: Path, folder: Path) -> Path:
     return folder
 
 
+def models_tag(models: Path) -> str:
+    """Short sha256 of ``models/manifest.json`` (which names every IR file by its sha256)."""
+    return hashlib.sha256((models / "manifest.json").read_bytes()).hexdigest()[:12]
+
+
+def output_folder(system: str, work: Path, models: Path = DEFAULT_MODELS) -> Path:
+    return work / (f"app-{models_tag(models)}" if system == "app" else system)
+
+
+def base_only_models(models: Path, dest: Path) -> Path:
+    """A models folder with LiteMedSAM alone and no routes (links to ``models``' IR): what the
+    app runs when agreement with the oracle or a gate's baseline is measured."""
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["models"] = {BASE_KEY: manifest["models"][BASE_KEY]}
+    manifest["routes"] = []
+    dest.mkdir(parents=True, exist_ok=True)
+    link = dest / BASE_KEY
+    if not link.exists():
+        link.symlink_to((models / BASE_KEY).resolve())
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    if not (dest / "manifest.json").is_file() or (dest / "manifest.json").read_text() != text:
+        (dest / "manifest.json").write_text(text)
+    return dest
+
+
 def run_missing(
-    system: str, names: list[str], data: Path, work: Path, extra: list[str] | None = None
+    system: str, names: list[str], data: Path, work: Path, models: Path = DEFAULT_MODELS
 ) -> tuple[int, float]:
-    """Run ``system`` on the cases of ``names`` without an output yet: (cases run, seconds).
-    ``extra``: more CLI flags (e.g. ``--models`` for candidate models)."""
-    out = work / system
+    """Run ``system`` on the cases of ``names`` without an output in its folder
+    (:func:`output_folder`): (cases run, seconds). The app runs with ``models``."""
+    out = output_folder(system, work, models)
     todo = [n for n in names if not (out / n).is_file()]
     if not todo:
         return 0, 0.0
-    inputs = link_cases(todo, data, work / f"{system}_inputs")
-    log = work / f"{system}.log"
-    return len(todo), run_cli(system, inputs, out, log, [*SYSTEM_ARGS.get(system, []), *(extra or [])])
+    inputs = link_cases(todo, data, work / f"{out.name}_inputs")
+    log = work / f"{out.name}.log"
+    extra = ["--models", str(models)] if system == "app" else []
+    return len(todo), run_cli(system, inputs, out, log, [*SYSTEM_ARGS.get(system, []), *extra])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from demo.synthetic import disks_2d, save_case, sphere_3d
-from evaluation import bench, evaluate, split
+from evaluation import bench, evaluate, runner, split
 
 
 def tiny_corpus(folder: Path) -> Path:
@@ -19,7 +19,9 @@ def tiny_corpus(folder: Path) -> Path:
 def test_eval_scores_app_and_baseline(tmp_path, models_dir) -> None:
     data = tiny_corpus(tmp_path / "data")
     out = tmp_path / "report"
-    assert evaluate.main(["--data", str(data), "--out", str(out), "--work", str(tmp_path / "w")]) == 0
+    lite = runner.base_only_models(models_dir, tmp_path / "lite")  # same weights as the oracle
+    args = ["--data", str(data), "--out", str(out), "--work", str(tmp_path / "w"), "--models", str(lite)]
+    assert evaluate.main(args) == 0
     rows = list(csv.DictReader((out / "cases.csv").open()))
     assert {r["case"] for r in rows} == {"2DBox_US_tiny.npz", "3DBox_CT_tiny.npz"}
     assert all(float(r["app_dsc"]) > 0.5 and r["app_dsc"] == r["baseline_dsc"] for r in rows)
@@ -69,3 +71,14 @@ def test_memcheck_reads_the_app_process_peak(tmp_path, models_dir) -> None:
     wall, peak_gb = run_case(tmp_path / "in", tmp_path / "out")
     assert (tmp_path / "out" / "2DBox_US_mem.npz").is_file() and wall > 0
     assert 0.05 < peak_gb < 1.0 < ballast.nbytes / 2**30
+
+
+def test_app_outputs_are_kept_apart_per_model_set(tmp_path, models_dir) -> None:
+    lite = runner.base_only_models(models_dir, tmp_path / "lite")
+    manifest = (lite / "manifest.json").read_text()
+    assert '"routes": []' in manifest and (lite / "lite_medsam" / "encoder.xml").is_file()
+    assert runner.base_only_models(models_dir, tmp_path / "lite") == lite  # idempotent
+    assert runner.output_folder("baseline", tmp_path) == tmp_path / "baseline"
+    first = runner.output_folder("app", tmp_path, lite)
+    (lite / "manifest.json").write_text(manifest.replace('"routes": []', '"routes": [ ]'))
+    assert runner.output_folder("app", tmp_path, lite) != first

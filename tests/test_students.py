@@ -104,3 +104,30 @@ def test_distillation_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> Non
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
     with pytest.raises(ValueError, match="remove it"):
         distill(train, val, tmp_path / "b", DistillConfig(**{**cfg.__dict__, "lr": 0.5}))
+
+
+def test_make_distill_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path, models_dir: Path) -> None:
+    from demo.synthetic import disks_2d, save_case, sphere_3d
+    from train.distill import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    save_case(data / "2DBox_US_a_1.npz", *disks_2d(hw=(96, 120)))
+    save_case(data / "2DBox_US_b_2.npz", *disks_2d(hw=(80, 80)))
+    save_case(data / "3DBox_CT_c_3.npz", *sphere_3d(shape=(6, 48, 48)), spacing=(3.0, 1.0, 1.0))
+    split = tmp_path / "split.csv"
+    split.write_text(
+        "case,modality,group,split\n2DBox_US_a_1.npz,US,a,train\n3DBox_CT_c_3.npz,CT,c,train\n"
+        "2DBox_US_b_2.npz,US,b,val\n"
+    )
+    report = tmp_path / "report"
+    args = ["--data", str(data), "--split", str(split), "--models", str(models_dir),
+            "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"), "--report", str(report),
+            "--student", "mobile_s", "--steps", "2", "--batch", "2", "--val-every", "2",
+            "--per-volume", "2"]  # fmt: skip
+    assert main(args) == 0
+    with np.load(tmp_path / "c" / "train" / "3DBox_CT_c_3.npz") as cached:
+        assert cached["inputs"].shape == (4, 3, 256, 256) and cached["teacher"].shape == (4, 256, 64, 64)
+    assert (tmp_path / "o" / "mobile_s" / "encoder_fp16.pt").is_file()
+    assert "| 2 | 4 |" in (report / "distill.md").read_text()
+    assert (report / "distill.png").stat().st_size > 0

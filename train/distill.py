@@ -35,6 +35,8 @@ import torch
 
 from app.preprocessing import encoder_input
 from app.sessions import SamSession, SessionCache, create_core
+from evaluation.machine import describe
+from evaluation.machine import write_report as write_markdown
 from export.architectures.sam import BoxSAM, build_architecture
 from export.architectures.students import STUDENTS
 from export.checkpoint import sha256_file
@@ -226,6 +228,11 @@ def distill(
     return encoder, log
 
 
+def _steps_done(out: Path) -> int:
+    state = out / "state.pt"
+    return int(torch.load(state, map_location="cpu", weights_only=False)["step"]) if state.is_file() else 0
+
+
 def _base_decoder_model() -> BoxSAM:
     from export.specs import load_model
 
@@ -269,6 +276,44 @@ def plot_log(log: list[dict], teacher_dice: float, path: Path, title: str) -> No
     plt.close(fig)
 
 
+def write_summary(
+    log: list[dict],
+    teacher_dice: float,
+    cfg: DistillConfig,
+    sizes: dict[str, int],
+    secs_per_step: float,
+    path: Path,
+) -> None:
+    """``reports/students/distill.md``: what was trained on what, and the learning curve."""
+    val = [r for r in log if "val_dice" in r]
+    lines = [
+        f"# Distillation: student `{cfg.student}` from TinyViT (LiteMedSAM)",
+        "",
+        f"Command: `make distill` (`python -m train.distill --student {cfg.student} --steps {cfg.steps}`), "
+        f"{time.strftime('%Y-%m-%d')}. Machine: {describe()}.",
+        f"Data: {sizes['train_cases']} train-split cases of `splits/public.csv` -> "
+        f"{sizes['train_views']} cached views (teacher embeddings fp16); validation: "
+        f"{sizes['val_cases']} val-split cases -> "
+        f"{sizes['val_slices']} slices with objects. Batch {cfg.batch}, AdamW lr {cfg.lr}, "
+        f"{secs_per_step:.2f} s per step in this sitting (2 CPU threads).",
+        "",
+        "Validation proxy Dice: LiteMedSAM's prompt encoder + mask decoder (unchanged) on the student's "
+        f"embeddings, tight boxes, model frame. The same on TinyViT's own embeddings: **{teacher_dice:.4f}** "
+        "(the ceiling).",
+        "",
+        "| step | images seen | val embedding MSE | val proxy Dice | gap to TinyViT |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['step']} | {r['step'] * cfg.batch} | {r['val_mse']:.4f} | {r['val_dice']:.4f} | "
+            f"{r['val_dice'] - teacher_dice:+.4f} |"
+            for r in val
+        ),
+        "",
+        "![learning curve](distill.png)",
+    ]
+    write_markdown(path, lines)
+
+
 def split_names(split_csv: Path, data: Path) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {"train": [], "val": []}
     with split_csv.open() as fh:
@@ -283,7 +328,12 @@ def gate_student(
 ) -> None:
     """Export the student, run the gate on every group without a specialist, ship what passes."""
     taken = {route for spec in model_specs(args.weights).values() for route in spec.routes}
-    groups = {g: grp for g, grp in GROUPS.items() if not any((grp.dims, m) in taken for m in grp.modalities)}
+    groups = {
+        g: grp
+        for g, grp in GROUPS.items()
+        if not any((grp.dims, m) in taken for m in grp.modalities)
+        and (not args.gate_groups or g in args.gate_groups)
+    }
     val_names = {g: [p.name for p in val_cases if group_of(p.name) == g] for g in groups}
     val_names = {g: names for g, names in val_names.items() if names}
     routes = [{"dims": GROUPS[g].dims, "modality": m} for g in val_names for m in GROUPS[g].modalities]
@@ -365,12 +415,17 @@ def main(argv: list[str] | None = None) -> int:
     decoder_model = _base_decoder_model()
     teacher_pool = Pool(val["teacher"], val["labels"], val["hw"], objects_of(val["labels"]))
     teacher_dice = val_dice(decoder_model, teacher_pool, limit=len(teacher_pool.objects))
+    t0, steps_before = time.perf_counter(), _steps_done(args.out / cfg.student)
     encoder, log = distill(train, val, args.out / cfg.student, cfg)
+    secs_per_step = (time.perf_counter() - t0) / max(cfg.steps - steps_before, 1)
     weights = args.out / cfg.student / ENCODER_FILE
     torch.save({k: v.half() for k, v in encoder.state_dict().items()}, weights)
     args.report.mkdir(parents=True, exist_ok=True)
     write_log(log, teacher_dice, args.report / "distill_log.csv")
     plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
+    sizes = {"train_cases": len(train_files), "train_views": len(train["inputs"]),
+             "val_cases": len(val_files), "val_slices": len(val["inputs"])}  # fmt: skip
+    write_summary(log, teacher_dice, cfg, sizes, secs_per_step, args.report / "distill.md")
     print(f"distill: wrote {weights}, {args.report}/distill_log.csv, distill.png "
           f"(teacher proxy Dice {teacher_dice:.4f})", file=sys.stderr)  # fmt: skip
     if args.gate:

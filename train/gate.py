@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.evaluate import score_one
-from evaluation.runner import DEFAULT_WORK, run_missing
+from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
 from export.checkpoint import sha256_file
 from export.specs import BASE, BASE_KEY, CARD_NAME
 from train.groups import GROUPS, group_of
@@ -118,20 +118,27 @@ def run_gate(
     gate_dir: Path,
     rule: Rule = SPECIALIST_RULE,
     base_work: Path = DEFAULT_WORK,
+    models: Path = DEFAULT_MODELS,
 ) -> tuple[list[GateResult], list[dict[str, object]]]:
     """Export every candidate card in ``gate_dir/weights`` (their routes say which cases they
     take), run the app with them and with LiteMedSAM alone on the validation cases of the groups
     in ``val_names`` and score both; (per-group results, per-case rows)."""
     export_candidates(gate_dir / "weights", gate_dir / "models", gate_dir / "onnx")
     names = sorted({n for g in val_names for n in val_names[g]})
-    shutil.rmtree(gate_dir / "runs", ignore_errors=True)  # candidates change between runs
-    count, secs = run_missing("app", names, data, base_work)
+    base = base_only_models(models, base_work / "models_lite_medsam")
+    count, secs = run_missing("app", names, data, base_work, base)
     print(f"gate: LiteMedSAM app ran {count} cases without an output in {secs:.0f} s", file=sys.stderr)
-    count, secs = run_missing("app", names, data, gate_dir / "runs", ["--models", str(gate_dir / "models")])
-    print(f"gate: app with the candidates ran {count} cases in {secs:.0f} s", file=sys.stderr)
+    count, secs = run_missing("app", names, data, base_work, gate_dir / "models")
+    print(
+        f"gate: app with the candidates ran {count} cases without an output in {secs:.0f} s", file=sys.stderr
+    )
+    outputs = {
+        "base": output_folder("app", base_work, base),
+        "spec": output_folder("app", base_work, gate_dir / "models"),
+    }
     rows = []
     for name in names:
-        row = score_one(data / name, {"base": base_work / "app", "spec": gate_dir / "runs" / "app"}, "zyx")
+        row = score_one(data / name, outputs, "zyx")
         rows.append({**row, "group": group_of(name)})
     results = [
         GateResult(g, len(val_names[g]), *group_means(rows, val_names[g]), rule) for g in sorted(val_names)
