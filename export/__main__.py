@@ -207,12 +207,16 @@ def report_reproducibility(entries: dict[str, dict[str, Any]], pin: bool) -> Non
     if pinned is None:
         log(f"no pinned build for {identity}; parity gates passed (pin with --pin)")
         return
-    same = all(pinned["models"].get(k) == f for k, f in current["models"].items())
+    common = sorted(set(pinned["models"]) & set(current["models"]))
+    unpinned = sorted(set(current["models"]) - set(pinned["models"]))
+    changed = [k for k in common if pinned["models"][k] != current["models"][k]]
     log(
-        "IR byte-identical to the pinned build"
-        if same
-        else "IR differs from the pinned build (parity gates passed; re-pin with --pin if intended)"
+        f"IR of {', '.join(common)} byte-identical to the pinned build"
+        if not changed
+        else f"IR of {', '.join(changed)} differs from the pinned build (parity passed; --pin if intended)"
     )
+    if unpinned:
+        log(f"not pinned (yet): {', '.join(unpinned)}")
 
 
 def main(argv: list[str] | None = None) -> int:

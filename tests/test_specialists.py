@@ -12,7 +12,18 @@ import pytest
 import torch
 
 from export.specs import BASE, BASE_KEY, CARD_NAME, get_spec, load_model, model_specs, trained_specs
-from train.gate import GateResult, candidate_card, group_means, passes_gate, settle, write_candidate
+from train.gate import (
+    ALL,
+    SPECIALIST_RULE,
+    GateResult,
+    candidate_card,
+    decisions,
+    group_means,
+    passes_gate,
+    route_results,
+    settle,
+    write_candidate,
+)
 from train.provenance import SOURCE_TERMS, UNKNOWN_TERMS, source_tag, sources_of
 
 
@@ -138,16 +149,40 @@ def test_group_means_skip_nan_nsd_and_other_cases() -> None:
     assert group_means(rows, ["a", "b"]) == pytest.approx((0.6, 0.4, 0.8, 0.7))
 
 
-def test_settle_ships_only_accepted_groups(specialist_weights: Path, tmp_path: Path) -> None:
+def test_settle_ships_only_the_routes_that_pass(specialist_weights: Path, tmp_path: Path) -> None:
     shipped = tmp_path / "weights"
     (shipped / "fundus_2d").mkdir(parents=True)  # shipped earlier, fails now: removed
-    results = [GateResult("us_2d", 3, 0.5, 0.4, 0.6, 0.5), GateResult("fundus_2d", 3, 0.5, 0.4, 0.5, 0.4)]
-    (specialist_weights / "fundus_2d").mkdir(exist_ok=True)
-    settle(results, specialist_weights, shipped, "test")
-    assert sorted(p.name for p in shipped.iterdir()) == ["us_2d"]
-    card = json.loads((shipped / "us_2d" / CARD_NAME).read_text())
-    assert card["validation"]["accepted"] and card["validation"]["dsc"] == 0.6
-    assert get_spec("us_2d", shipped).overlays[0].sha256 == card["overlays"]["mask_decoder"]["sha256"]
+    candidates = tmp_path / "candidates"
+    for group in ("volumes_3d", "fundus_2d"):
+        card = json.loads((specialist_weights / "us_2d" / CARD_NAME).read_text())
+        write_candidate(candidates / group, card, specialist_weights / "us_2d" / "decoder_fp16.pt")
+    results = [
+        GateResult("volumes_3d", 3, "CT", 9, 0.77, 0.42, 0.72, 0.32),  # worse: CT 3D keeps LiteMedSAM
+        GateResult("volumes_3d", 3, "PET", 11, 0.34, 0.20, 0.72, 0.35),  # passes
+        GateResult("volumes_3d", 3, ALL, 20, 0.53, 0.30, 0.72, 0.34),  # summary: never decides
+        GateResult("fundus_2d", 2, "Fundus", 3, 0.5, 0.4, 0.5, 0.4),
+    ]
+    settle(results, candidates, shipped, "test")
+    assert sorted(p.name for p in shipped.iterdir()) == ["volumes_3d"]
+    card = json.loads((shipped / "volumes_3d" / CARD_NAME).read_text())
+    assert card["routes"] == [{"dims": 3, "modality": "PET"}]
+    assert card["validation"]["PET 3D"]["accepted"] and not card["validation"]["CT 3D"]["accepted"]
+    assert card["validation"]["all"]["cases"] == 20
+    assert get_spec("volumes_3d", shipped).routes == ((3, "PET"),)
+
+
+def test_route_results_split_a_group_by_modality() -> None:
+    rows = [
+        {"case": "a", "modality": "CT", "base_dsc": 0.8, "base_nsd": 0.5, "spec_dsc": 0.7, "spec_nsd": 0.4},
+        {"case": "b", "modality": "PET", "base_dsc": 0.3, "base_nsd": 0.2, "spec_dsc": 0.7, "spec_nsd": 0.4},
+    ]
+    results = route_results(rows, {"volumes_3d": ["a", "b"]}, SPECIALIST_RULE)
+    assert [(r.modality, r.cases, r.accepted) for r in results] == [
+        ("CT", 1, False),
+        ("PET", 1, True),
+        (ALL, 2, True),
+    ]
+    assert [r.modality for r in decisions(results, "volumes_3d")] == ["PET"]
 
 
 def test_provenance_names_sources_and_terms() -> None:

@@ -23,7 +23,7 @@ import torch
 from app.sessions import SamSession, SessionCache, create_core
 from export.specs import BASE_KEY, WEIGHTS_DIR, get_spec, load_model
 from train.data import load_pool
-from train.gate import DECODER_FILE, candidate_card, run_gate, settle, write_candidate, write_report
+from train.gate import ALL, DECODER_FILE, candidate_card, run_gate, settle, write_candidate, write_report
 from train.groups import GROUPS, group_of
 from train.loop import TrainConfig, plot_log, train_decoder, write_log
 from train.provenance import sources_of
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     settle(results, args.gate_dir / "weights", args.weights, command)
     write_report(results, rows, args.report.parent / "specialists", command)
     for r in results:
-        verdict = "shipped" if r.accepted else "rejected, keeps LiteMedSAM"
-        print(f"gate: {r.group}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}, NSD {r.base_nsd:.4f} -> "
+        verdict = "(group mean)" if r.modality == ALL else ("shipped" if r.accepted else "keeps LiteMedSAM")
+        print(f"gate: {r.label}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}, NSD {r.base_nsd:.4f} -> "
               f"{r.spec_nsd:.4f} on {r.cases} val cases: {verdict}", file=sys.stderr)  # fmt: skip
     print("gate: now `make export` ships the accepted specialists and their routes", file=sys.stderr)
     return 0

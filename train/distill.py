@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from app.preprocessing import encoder_input
+from app.routing import modality
 from app.sessions import SamSession, SessionCache, create_core
 from evaluation.machine import describe
 from evaluation.machine import write_report as write_markdown
@@ -42,7 +43,7 @@ from export.architectures.students import STUDENTS
 from export.checkpoint import sha256_file
 from export.specs import BASE, BASE_KEY, CARD_NAME, WEIGHTS_DIR, model_specs
 from train.data import Pool, objects_of
-from train.gate import STUDENT_RULE, run_gate, validation_facts, write_report
+from train.gate import ALL, STUDENT_RULE, decisions, group_validation, run_gate, write_report
 from train.groups import GROUPS, group_of
 from train.loop import save_atomic, val_dice
 from train.provenance import sources_of
@@ -326,17 +327,26 @@ def split_names(split_csv: Path, data: Path) -> dict[str, list[Path]]:
 def gate_student(
     key: str, weights: Path, val_cases: list[Path], args: argparse.Namespace, training: dict
 ) -> None:
-    """Export the student, run the gate on every group without a specialist, ship what passes."""
+    """Export the student, run the gate on every route (dims, modality) no specialist serves,
+    ship it for the routes that pass."""
     taken = {route for spec in model_specs(args.weights).values() for route in spec.routes}
-    groups = {
-        g: grp
-        for g, grp in GROUPS.items()
-        if not any((grp.dims, m) in taken for m in grp.modalities)
-        and (not args.gate_groups or g in args.gate_groups)
+    chosen = [g for g in GROUPS if not args.gate_groups or g in args.gate_groups]
+    free = [
+        (g, (GROUPS[g].dims, m))
+        for g in chosen
+        for m in GROUPS[g].modalities
+        if (GROUPS[g].dims, m) not in taken
+    ]
+    val_names = {
+        g: [
+            p.name
+            for p in val_cases
+            if group_of(p.name) == g and (GROUPS[g].dims, modality(p.name)) not in taken
+        ]
+        for g in chosen
     }
-    val_names = {g: [p.name for p in val_cases if group_of(p.name) == g] for g in groups}
     val_names = {g: names for g, names in val_names.items() if names}
-    routes = [{"dims": GROUPS[g].dims, "modality": m} for g in val_names for m in GROUPS[g].modalities]
+    routes = [{"dims": dims, "modality": m} for g, (dims, m) in free if g in val_names]
     card = {
         "key": key, "kind": "student encoder", "architecture": f"student_{args.student}", "base": BASE_KEY,
         "overlays": {"image_encoder": {"file": ENCODER_FILE, "sha256": sha256_file(weights)}},
@@ -353,21 +363,19 @@ def gate_student(
     command = f"make distill (python -m train.distill --student {args.student} --gate)"
     results, rows = run_gate(val_names, args.data, args.gate_dir, STUDENT_RULE)
     write_report(results, rows, args.report / "gate", command, what="student")
-    accepted = [r for r in results if r.accepted]
+    accepted = [r for g in val_names for r in decisions(results, g)]
     target = args.weights / key
     shutil.rmtree(target, ignore_errors=True)
     for r in results:
-        verdict = "routed to the student" if r.accepted else "keeps TinyViT"
+        verdict = "(group mean)" if r.modality == ALL else ("student" if r.accepted else "keeps TinyViT")
         print(
-            f"distill gate: {r.group}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}: {verdict}", file=sys.stderr
+            f"distill gate: {r.label}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}: {verdict}", file=sys.stderr
         )
     if not accepted:
-        print("distill gate: no group passed; no student ships", file=sys.stderr)
+        print("distill gate: no route passed; no student ships", file=sys.stderr)
         return
-    card["routes"] = [
-        {"dims": GROUPS[r.group].dims, "modality": m} for r in accepted for m in GROUPS[r.group].modalities
-    ]
-    card["validation"] = {r.group: validation_facts(r, command) for r in results}
+    card["routes"] = [{"dims": r.dims, "modality": r.modality} for r in accepted]
+    card["validation"] = {g: group_validation(results, g, command) for g in val_names}
     target.mkdir(parents=True)
     shutil.copyfile(weights, target / ENCODER_FILE)
     (target / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")

@@ -46,9 +46,16 @@ SPECIALIST_RULE = Rule(0.01, False, "validation mean DSC >= LiteMedSAM's + 0.01 
 STUDENT_RULE = Rule(-0.01, True, "validation mean DSC >= LiteMedSAM's - 0.01 (within one point)")
 
 
+ALL = "all"  # the modality field of a group's summary row (informational, never a decision)
+
+
 @dataclass(frozen=True)
 class GateResult:
+    """Validation means of one route (dims, modality) of a group, or of the whole group (ALL)."""
+
     group: str
+    dims: int
+    modality: str
     cases: int
     base_dsc: float
     base_nsd: float
@@ -59,6 +66,17 @@ class GateResult:
     @property
     def accepted(self) -> bool:
         return passes_gate(self.base_dsc, self.base_nsd, self.spec_dsc, self.spec_nsd, self.rule)
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.group}: {ALL}" if self.modality == ALL else f"{self.group}: {self.modality} {self.dims}D"
+        )
+
+
+def decisions(results: list[GateResult], group: str) -> list[GateResult]:
+    """The accepted routes of ``group`` (summary rows never decide)."""
+    return [r for r in results if r.group == group and r.modality != ALL and r.accepted]
 
 
 def passes_gate(
@@ -140,36 +158,61 @@ def run_gate(
     for name in names:
         row = score_one(data / name, outputs, "zyx")
         rows.append({**row, "group": group_of(name)})
-    results = [
-        GateResult(g, len(val_names[g]), *group_means(rows, val_names[g]), rule) for g in sorted(val_names)
-    ]
-    return results, rows
+    return route_results(rows, val_names, rule), rows
 
 
-def validation_facts(r: GateResult, command: str) -> dict[str, Any]:
+def route_results(
+    rows: list[dict[str, object]], val_names: dict[str, list[str]], rule: Rule
+) -> list[GateResult]:
+    """Per group: one row per modality with validation cases (the decisions: a specialist
+    serves only the routes where it passes, so one modality of a group cannot pay for another),
+    then the group's summary row."""
+    results = []
+    for group in sorted(val_names):
+        dims, names = GROUPS[group].dims, val_names[group]
+        by_mod = {str(r["modality"]): [] for r in rows if r["case"] in set(names)}
+        for r in rows:
+            if r["case"] in set(names):
+                by_mod[str(r["modality"])].append(str(r["case"]))
+        for mod, cases in sorted(by_mod.items()):
+            results.append(GateResult(group, dims, mod, len(cases), *group_means(rows, cases), rule))
+        results.append(GateResult(group, dims, ALL, len(names), *group_means(rows, names), rule))
+    return results
+
+
+def validation_facts(r: GateResult) -> dict[str, Any]:
     return {
-        "command": command,
         "cases": r.cases,
         "dsc": round(r.spec_dsc, 4),
         "nsd": round(r.spec_nsd, 4),
         "baseline_dsc": round(r.base_dsc, 4),
         "baseline_nsd": round(r.base_nsd, 4),
-        "rule": r.rule.text,
-        "accepted": r.accepted,
+        "accepted": r.accepted if r.modality != ALL else None,
+    }
+
+
+def group_validation(results: list[GateResult], group: str, command: str) -> dict[str, Any]:
+    """A card's ``validation``: the command, the rule, every route's and the group's means."""
+    return {
+        "command": command,
+        "rule": results[0].rule.text + ", per (dims, modality) route",
+        **{r.label.split(": ", 1)[1]: validation_facts(r) for r in results if r.group == group},
     }
 
 
 def settle(results: list[GateResult], candidates_dir: Path, weights_dir: Path, command: str) -> None:
-    """Ship the accepted candidates into ``weights_dir`` (with their validation facts), and
-    remove from it every group that was gated now and failed."""
-    for r in results:
-        target = weights_dir / r.group
+    """Ship each gated group's candidate into ``weights_dir`` with the routes it passed (and its
+    validation facts); a group that passed no route is removed from there."""
+    for group in sorted({r.group for r in results}):
+        target = weights_dir / group
         shutil.rmtree(target, ignore_errors=True)
-        if not r.accepted:
+        passed = decisions(results, group)
+        if not passed:
             continue
-        card = json.loads((candidates_dir / r.group / CARD_NAME).read_text())
-        card["validation"] = validation_facts(r, command)
-        write_candidate(target, card, candidates_dir / r.group / DECODER_FILE)
+        card = json.loads((candidates_dir / group / CARD_NAME).read_text())
+        card["routes"] = [{"dims": r.dims, "modality": r.modality} for r in passed]
+        card["validation"] = group_validation(results, group, command)
+        write_candidate(target, card, candidates_dir / group / DECODER_FILE)
 
 
 def write_report(
@@ -189,16 +232,18 @@ def write_report(
         "",
         f"Command: `{command}`. Validation cases: the `val` rows of `splits/public.csv` per group "
         "(split by source image / patient). Both columns are the app (OpenVINO) with the challenge "
-        f"metrics; LiteMedSAM = the general model, {what} = the candidate. Rule: {results[0].rule.text}.",
+        f"metrics; LiteMedSAM = the general model, {what} = the candidate. Rule: {results[0].rule.text}, "
+        "decided per route (dims, modality): a group's model serves only the routes that pass.",
         "",
-        f"| group | val cases | LiteMedSAM DSC | {what} DSC | gain | LiteMedSAM NSD | {what} NSD | shipped |",
+        f"| group: route | val cases | LiteMedSAM DSC | {what} DSC | gain | LiteMedSAM NSD | {what} NSD | "
+        "shipped |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        verdict = "(group mean)" if r.modality == ALL else ("yes" if r.accepted else "no: keeps LiteMedSAM")
         lines.append(
-            f"| {r.group} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
-            f"{r.spec_dsc - r.base_dsc:+.4f} | "
-            f"{r.base_nsd:.4f} | {r.spec_nsd:.4f} | {'yes' if r.accepted else 'no: keeps LiteMedSAM'} |"
+            f"| {r.label} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
+            f"{r.spec_dsc - r.base_dsc:+.4f} | {r.base_nsd:.4f} | {r.spec_nsd:.4f} | {verdict} |"
         )
     lines += ["", "![validation DSC and NSD per group](gate.png)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
@@ -215,16 +260,18 @@ def plot_gate(results: list[GateResult], path: Path, what: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    results = [r for r in results if r.modality != ALL]  # the decisions
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(results)), 7))
     x = np.arange(len(results))
     for ax, metric in zip(axes, ("dsc", "nsd"), strict=True):
         base = [getattr(r, f"base_{metric}") for r in results]
         spec = [getattr(r, f"spec_{metric}") for r in results]
         ax.bar(x - 0.2, base, 0.4, label="LiteMedSAM")
         ax.bar(x + 0.2, spec, 0.4, label=what)
-        ax.set_xticks(
-            x, [f"{r.group}\n{'shipped' if r.accepted else 'kept base'}" for r in results], fontsize=8
-        )
+        ticks = [
+            f"{r.modality} {r.dims}D\n{r.group}\n{'shipped' if r.accepted else 'kept base'}" for r in results
+        ]
+        ax.set_xticks(x, ticks, fontsize=7)
         ax.set(ylim=(0, 1), ylabel=f"validation mean {metric.upper()}")
         ax.legend(fontsize=8)
     fig.tight_layout()
