@@ -16,6 +16,7 @@ from train.gate import (
     ALL,
     SPECIALIST_RULE,
     GateResult,
+    Rule,
     candidate_card,
     decisions,
     group_means,
@@ -161,6 +162,7 @@ def test_settle_ships_only_the_routes_that_pass(specialist_weights: Path, tmp_pa
         GateResult("volumes_3d", 3, "PET", 11, 0.34, 0.20, 0.72, 0.35),  # passes
         GateResult("volumes_3d", 3, ALL, 20, 0.53, 0.30, 0.72, 0.34),  # summary: never decides
         GateResult("fundus_2d", 2, "Fundus", 3, 0.5, 0.4, 0.5, 0.4),
+        GateResult("fundus_2d", 2, "XRay", 2, 0.5, 0.4, 0.9, 0.9),  # better, but 2 cases cannot tell
     ]
     settle(results, candidates, shipped, "test")
     assert sorted(p.name for p in shipped.iterdir()) == ["volumes_3d"]
@@ -177,12 +179,10 @@ def test_route_results_split_a_group_by_modality() -> None:
         {"case": "b", "modality": "PET", "base_dsc": 0.3, "base_nsd": 0.2, "spec_dsc": 0.7, "spec_nsd": 0.4},
     ]
     results = route_results(rows, {"volumes_3d": ["a", "b"]}, SPECIALIST_RULE)
-    assert [(r.modality, r.cases, r.accepted) for r in results] == [
-        ("CT", 1, False),
-        ("PET", 1, True),
-        (ALL, 2, True),
-    ]
-    assert [r.modality for r in decisions(results, "volumes_3d")] == ["PET"]
+    assert [(r.modality, r.cases) for r in results] == [("CT", 1), ("PET", 1), (ALL, 2)]
+    assert [r.modality for r in decisions(results, "volumes_3d")] == []  # one case each: too few to tell
+    many = route_results(rows, {"volumes_3d": ["a", "b"]}, Rule(0.01, False, "", min_cases=1))
+    assert [r.modality for r in decisions(many, "volumes_3d")] == ["PET"]
 
 
 def test_provenance_names_sources_and_terms() -> None:

@@ -40,10 +40,15 @@ class Rule:
     min_dsc_gain: float  # candidate DSC - LiteMedSAM DSC must be at least this
     nsd_may_drop: bool
     text: str
+    min_cases: int = 3  # fewer validation cases than this cannot tell: keep LiteMedSAM
 
 
-SPECIALIST_RULE = Rule(0.01, False, "validation mean DSC >= LiteMedSAM's + 0.01 and mean NSD >= LiteMedSAM's")
-STUDENT_RULE = Rule(-0.01, True, "validation mean DSC >= LiteMedSAM's - 0.01 (within one point)")
+SPECIALIST_RULE = Rule(
+    0.01, False, "validation mean DSC >= LiteMedSAM's + 0.01 and mean NSD >= LiteMedSAM's, on >= 3 cases"
+)
+STUDENT_RULE = Rule(
+    -0.01, True, "validation mean DSC >= LiteMedSAM's - 0.01 (within one point), on >= 3 cases"
+)
 
 
 ALL = "all"  # the modality field of a group's summary row (informational, never a decision)
@@ -65,6 +70,8 @@ class GateResult:
 
     @property
     def accepted(self) -> bool:
+        if self.cases < self.rule.min_cases:
+            return False
         return passes_gate(self.base_dsc, self.base_nsd, self.spec_dsc, self.spec_nsd, self.rule)
 
     @property
