@@ -18,6 +18,7 @@ class FakeSessions:
     def __init__(self) -> None:
         self.session = FakeSession()
         self.keys_asked: list[str] = []
+        self.routes: dict[tuple[int, str], str] = {}  # every case to the default model
 
     def get(self, key: str) -> FakeSession:
         self.keys_asked.append(key)

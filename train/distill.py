@@ -295,8 +295,8 @@ def write_summary(
         f"Data: {sizes['train_cases']} train-split cases of `splits/public.csv` -> "
         f"{sizes['train_views']} cached views (teacher embeddings fp16); validation: "
         f"{sizes['val_cases']} val-split cases -> "
-        f"{sizes['val_slices']} slices with objects. Batch {cfg.batch}, AdamW lr {cfg.lr}, "
-        f"{secs_per_step:.2f} s per step in this sitting (2 CPU threads).",
+        f"{sizes['val_slices']} slices with objects. Batch {cfg.batch}, AdamW lr {cfg.lr}. "
+        "The proxy below is a quick signal only; the gate (`gate/README.md`) runs the real app.",
         "",
         "Validation proxy Dice: LiteMedSAM's prompt encoder + mask decoder (unchanged) on the student's "
         f"embeddings, tight boxes, model frame. The same on TinyViT's own embeddings: **{teacher_dice:.4f}** "
@@ -397,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gate", action="store_true", help="after training, gate the student on the val split"
     )
+    parser.add_argument("--gate-groups", nargs="*", default=None, choices=list(GROUPS), help="only these")
     for name, default in asdict(DistillConfig()).items():
         kind = str if name == "student" else type(default)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
