@@ -47,7 +47,7 @@ from train.gate import ALL, STUDENT_RULE, decisions, group_validation, run_gate,
 from train.groups import GROUPS, group_of
 from train.loop import save_atomic, val_dice
 from train.provenance import sources_of
-from train.samples import choose_slices, labels_to_model
+from train.samples import cache_cases, choose_slices, labels_to_model
 
 SIZE = 256
 ENCODER_FILE = "encoder_fp16.pt"
@@ -118,24 +118,6 @@ def val_sample(path: Path, teacher: SamSession, per_volume: int) -> dict[str, np
     labels = np.stack([labels_to_model(g, SIZE) for _, g in pairs])
     hw = np.asarray([encoder_input(i, SIZE)[1] for i, _ in pairs], dtype=np.int32)
     return {"inputs": inputs, "teacher": teacher_embeddings(inputs, teacher), "labels": labels, "hw": hw}
-
-
-def build_cache(cases: list[Path], folder: Path, make) -> list[Path]:  # noqa: ANN001 - case -> arrays
-    """Write the missing ``folder/<case>.npz`` (atomic, resumable); all paths in order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out, t0 = [], time.perf_counter()
-    for i, case in enumerate(cases, start=1):
-        target = folder / case.name
-        if not target.is_file():
-            tmp = folder / f".{case.name}.tmp.npz"
-            np.savez(tmp, **make(case))
-            tmp.replace(target)
-            print(
-                f"distill: cached {i}/{len(cases)} {case.name} ({time.perf_counter() - t0:.0f} s)",
-                file=sys.stderr,
-            )
-        out.append(target)
-    return out
 
 
 def load_arrays(files: list[Path], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -409,13 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
     teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
     cases = split_names(args.split, args.data)
-    train_files = build_cache(
+    train_files = cache_cases(
         cases["train"],
         args.cache / "train",
         lambda p: train_sample(p, teacher, args.views, args.per_volume, cfg.seed),
+        "distill",
     )
-    val_files = build_cache(
-        cases["val"], args.cache / "val", lambda p: val_sample(p, teacher, args.val_per_volume)
+    val_files = cache_cases(
+        cases["val"], args.cache / "val", lambda p: val_sample(p, teacher, args.val_per_volume), "distill"
     )
     train = load_arrays(train_files, ("inputs", "teacher"))
     val = load_arrays(val_files, ("inputs", "teacher", "labels", "hw"))

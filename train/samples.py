@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -65,17 +66,25 @@ def case_samples(path: Path, session: SamSession, per_case: int) -> dict[str, np
     }
 
 
-def build_cache(cases: list[Path], cache: Path, session: SamSession, per_case: int) -> list[Path]:
-    """Write the missing ``<cache>/<case>.npz`` files (resumable, atomic); all paths, in order."""
-    cache.mkdir(parents=True, exist_ok=True)
+def cache_cases(
+    cases: list[Path], folder: Path, make: Callable[[Path], dict[str, np.ndarray]], label: str = "train"
+) -> list[Path]:
+    """Write the missing ``folder/<case>.npz`` = ``make(case)`` (resumable, atomic: a temp file
+    renamed); all paths, in order."""
+    folder.mkdir(parents=True, exist_ok=True)
     out, t0 = [], time.perf_counter()
     for i, case in enumerate(cases, start=1):
-        target = cache / case.name
+        target = folder / case.name
         if not target.is_file():
-            tmp = cache / f".{case.name}.tmp.npz"
-            np.savez(tmp, **case_samples(case, session, per_case))
+            tmp = folder / f".{case.name}.tmp.npz"
+            np.savez(tmp, **make(case))
             tmp.replace(target)
             secs = time.perf_counter() - t0
-            print(f"train: cached {i}/{len(cases)} {case.name} ({secs:.0f} s)", file=sys.stderr)
+            print(f"{label}: cached {i}/{len(cases)} {case.name} ({secs:.0f} s)", file=sys.stderr)
         out.append(target)
     return out
+
+
+def build_cache(cases: list[Path], cache: Path, session: SamSession, per_case: int) -> list[Path]:
+    """The specialists' cache: :func:`case_samples` of every case."""
+    return cache_cases(cases, cache, lambda case: case_samples(case, session, per_case))
