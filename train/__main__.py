@@ -12,7 +12,6 @@ app on its validation cases with the challenge metrics; the groups that pass are
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import sys
 from dataclasses import asdict, fields
@@ -27,18 +26,15 @@ from train.gate import ALL, DECODER_FILE, candidate_card, run_gate, settle, writ
 from train.groups import GROUPS, group_of
 from train.loop import TrainConfig, plot_log, train_decoder, write_log
 from train.provenance import sources_of
-from train.samples import build_cache
+from train.samples import build_cache, split_paths
 
 
 def split_cases(split_csv: Path, data: Path, group: str) -> dict[str, list[Path]]:
     """{'train': [...], 'val': [...]} case paths of ``group`` present in ``data``."""
-    out: dict[str, list[Path]] = {"train": [], "val": []}
-    with split_csv.open() as fh:
-        for row in csv.DictReader(fh):
-            path = data / row["case"]
-            if group_of(row["case"]) == group and path.is_file():
-                out[row["split"]].append(path)
-    return out
+    return {
+        part: [p for p in paths if group_of(p.name) == group]
+        for part, paths in split_paths(split_csv, data).items()
+    }
 
 
 def train_group(

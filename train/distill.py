@@ -41,13 +41,13 @@ from evaluation.machine import write_report as write_markdown
 from export.architectures.sam import BoxSAM, build_architecture
 from export.architectures.students import STUDENTS
 from export.checkpoint import sha256_file
-from export.specs import BASE, BASE_KEY, CARD_NAME, WEIGHTS_DIR, model_specs
+from export.specs import BASE, BASE_KEY, CARD_NAME, WEIGHTS_DIR, load_model, model_specs
 from train.data import Pool, objects_of
 from train.gate import ALL, STUDENT_RULE, decisions, group_validation, run_gate, write_report
 from train.groups import GROUPS, group_of
 from train.loop import save_atomic, val_dice
 from train.provenance import sources_of
-from train.samples import cache_cases, choose_slices, labels_to_model
+from train.samples import cache_cases, choose_slices, labels_to_model, split_paths
 
 SIZE = 256
 ENCODER_FILE = "encoder_fp16.pt"
@@ -211,14 +211,7 @@ def distill(
     return encoder, log
 
 
-def _steps_done(out: Path) -> int:
-    state = out / "state.pt"
-    return int(torch.load(state, map_location="cpu", weights_only=False)["step"]) if state.is_file() else 0
-
-
 def _base_decoder_model() -> BoxSAM:
-    from export.specs import load_model
-
     return load_model(BASE)
 
 
@@ -264,7 +257,6 @@ def write_summary(
     teacher_dice: float,
     cfg: DistillConfig,
     sizes: dict[str, int],
-    secs_per_step: float,
     path: Path,
 ) -> None:
     """``reports/students/distill.md``: what was trained on what, and the learning curve."""
@@ -295,15 +287,6 @@ def write_summary(
         "![learning curve](distill.png)",
     ]
     write_markdown(path, lines)
-
-
-def split_names(split_csv: Path, data: Path) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {"train": [], "val": []}
-    with split_csv.open() as fh:
-        for row in csv.DictReader(fh):
-            if (data / row["case"]).is_file():
-                out[row["split"]].append(data / row["case"])
-    return out
 
 
 def gate_student(
@@ -390,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no data folder {args.data}")
     cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
     teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
-    cases = split_names(args.split, args.data)
+    cases = split_paths(args.split, args.data)
     train_files = cache_cases(
         cases["train"],
         args.cache / "train",
@@ -407,9 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     decoder_model = _base_decoder_model()
     teacher_pool = Pool(val["teacher"], val["labels"], val["hw"], objects_of(val["labels"]))
     teacher_dice = val_dice(decoder_model, teacher_pool, limit=len(teacher_pool.objects))
-    t0, steps_before = time.perf_counter(), _steps_done(args.out / cfg.student)
     encoder, log = distill(train, val, args.out / cfg.student, cfg)
-    secs_per_step = (time.perf_counter() - t0) / max(cfg.steps - steps_before, 1)
     weights = args.out / cfg.student / ENCODER_FILE
     torch.save({k: v.half() for k, v in encoder.state_dict().items()}, weights)
     args.report.mkdir(parents=True, exist_ok=True)
@@ -417,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
     sizes = {"train_cases": len(train_files), "train_views": len(train["inputs"]),
              "val_cases": len(val_files), "val_slices": len(val["inputs"])}  # fmt: skip
-    write_summary(log, teacher_dice, cfg, sizes, secs_per_step, args.report / "distill.md")
+    write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md")
     print(f"distill: wrote {weights}, {args.report}/distill_log.csv, distill.png "
           f"(teacher proxy Dice {teacher_dice:.4f})", file=sys.stderr)  # fmt: skip
     if args.gate:

@@ -176,14 +176,14 @@ def route_results(
     then the group's summary row."""
     results = []
     for group in sorted(val_names):
-        dims, names = GROUPS[group].dims, val_names[group]
-        by_mod = {str(r["modality"]): [] for r in rows if r["case"] in set(names)}
+        dims, names = GROUPS[group].dims, set(val_names[group])
+        by_mod: dict[str, list[str]] = {}
         for r in rows:
-            if r["case"] in set(names):
-                by_mod[str(r["modality"])].append(str(r["case"]))
+            if r["case"] in names:
+                by_mod.setdefault(str(r["modality"]), []).append(str(r["case"]))
         for mod, cases in sorted(by_mod.items()):
             results.append(GateResult(group, dims, mod, len(cases), *group_means(rows, cases), rule))
-        results.append(GateResult(group, dims, ALL, len(names), *group_means(rows, names), rule))
+        results.append(GateResult(group, dims, ALL, len(names), *group_means(rows, sorted(names)), rule))
     return results
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from app.preprocessing import encoder_input, resized_hw
 from app.sessions import SamSession
+from evaluation.split import read_split
 
 
 def choose_slices(gts: np.ndarray, per_case: int) -> list[int]:
@@ -64,6 +65,15 @@ def case_samples(path: Path, session: SamSession, per_case: int) -> dict[str, np
         "hw": np.asarray(hw, dtype=np.int32).reshape(-1, 2),
         "slices": np.asarray(slices, dtype=np.int32),
     }
+
+
+def split_paths(split_csv: Path, data: Path) -> dict[str, list[Path]]:
+    """{'train': [...], 'val': [...]}: the cases of ``split_csv`` present in ``data``, in its order."""
+    out: dict[str, list[Path]] = {"train": [], "val": []}
+    for case, part in read_split(split_csv).items():
+        if (data / case).is_file():
+            out[part].append(data / case)
+    return out
 
 
 def cache_cases(
