@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MANIFEST := models/manifest.json
 DATA ?= ../shared/data/public
+# Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
+TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
 .PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill clean
 
@@ -16,13 +18,13 @@ help:
 	@echo "make agreement  app vs baseline oracle on DATA=$(DATA) (slow)"
 	@echo "make eval       DSC/NSD per modality, app vs baseline, on DATA (slow)"
 	@echo "make bench      challenge-protocol speed and memory, app vs baseline (slow)"
-	@echo "make split      write splits/public.csv (train/val by patient / source image)"
+	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder batch 1/2/4/8 timing"
 	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
 	@echo "make image      build the product image (docker, else podman; stand-in base if needed)"
 	@echo "make container-test  challenge protocol against the image -> reports/container.md"
-	@echo "make train-specialists  fine-tune LiteMedSAM's decoder per modality group (slow, needs DATA)"
+	@echo "make train-specialists  per modality group: fine-tune LiteMedSAM's decoder, fit its router, gate per source (slow, needs TRAIN_DATA)"
 	@echo "make student-candidates  time candidate student encoders next to TinyViT (reports/students)"
 	@echo "make distill    distil the student encoder from TinyViT, then gate it (slow, needs DATA)"
 	@echo "make lint       ruff"
@@ -58,7 +60,7 @@ bench: $(MANIFEST)
 	$(PY) -m evaluation.bench --data $(DATA)
 
 split:
-	$(PY) -m evaluation.split --data $(DATA)
+	$(PY) -m evaluation.split --data $(TRAIN_DATA)
 
 agreement: $(MANIFEST)
 	$(PY) -m evaluation.agreement --data $(DATA)
@@ -79,7 +81,7 @@ container-test: $(MANIFEST)
 	$(PY) -m container.check
 
 train-specialists: $(MANIFEST)
-	$(PY) -m train --data $(DATA)
+	$(PY) -m train --data $(TRAIN_DATA)
 
 student-candidates: $(MANIFEST)
 	$(PY) -m evaluation.students

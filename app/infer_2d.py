@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -20,10 +21,18 @@ class Session(Protocol):
     def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray: ...
 
 
-def segment_image(image: np.ndarray, boxes: np.ndarray, session: Session) -> np.ndarray:
+# (1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session whose decoder
+# segments that box (app/novelty.py's BoxRouter; None: always the encoding session).
+ChooseDecoder = Callable[[np.ndarray, np.ndarray, tuple[int, int]], Session]
+
+
+def segment_image(
+    image: np.ndarray, boxes: np.ndarray, session: Session, choose: ChooseDecoder | None = None
+) -> np.ndarray:
     """(H, W, 3) uint8 image, (N, 4) XYXY boxes -> (H, W) uint16 labels (box i -> label i+1).
 
-    Boxes entirely outside the image are skipped (their label stays absent).
+    ``session`` encodes; ``choose`` picks the decoder per box. Boxes entirely outside the image
+    are skipped (their label stays absent).
     """
     original_hw = image.shape[:2]
     labels = np.zeros(original_hw, dtype=np.uint16)
@@ -35,6 +44,8 @@ def segment_image(image: np.ndarray, boxes: np.ndarray, session: Session) -> np.
         clipped = clip_box_2d(box, original_hw)
         if clipped is None:
             continue
-        logits = session.decode(embedding, box_to_model(clipped, original_hw, session.input_size))
+        box_model = box_to_model(clipped, original_hw, session.input_size)
+        decoder = session if choose is None else choose(embedding, box_model, resized)
+        logits = decoder.decode(embedding, box_model)
         paint(labels, logits_to_mask(logits, resized, original_hw), label)
     return labels

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.infer_2d import Session
+from app.infer_2d import ChooseDecoder, Session
 from app.postprocessing import logits_to_mask, paint, propagation_box
 from app.preprocessing import box_to_model, clip_box_2d, clip_z_range, encoder_input, resized_hw
 
@@ -37,6 +37,7 @@ class ObjectTrack:
     z_max: int
     prev_mask: np.ndarray | None = None  # (H, W) bool mask on the last slice processed
     key_mask: np.ndarray | None = None
+    decoder: Session | None = None  # chosen on the key slice, kept for the whole track
 
     def steps(self, direction: int) -> range:
         """Slices after the key slice in ``direction``, in processing order."""
@@ -124,7 +125,8 @@ def propagate(
                 None if t.prev_mask is None else propagation_box(t.prev_mask, t.label, session.input_size)
             )
             box = t.box_model if prompt is None else prompt
-            t.prev_mask = logits_to_mask(session.decode(emb, box), embeddings.resized, hw)
+            decoder = session if t.decoder is None else t.decoder
+            t.prev_mask = logits_to_mask(decoder.decode(emb, box), embeddings.resized, hw)
             paint(labels[z], t.prev_mask, t.label)
             if on_step is not None:
                 on_step()
@@ -136,8 +138,12 @@ def segment_volume(
     session: Session,
     capacity: int = DEFAULT_CACHE_SLICES,
     on_step: Callable[[], None] | None = None,
+    choose: ChooseDecoder | None = None,
 ) -> tuple[np.ndarray, SliceEmbeddings | None]:
-    """(D, H, W) or (D, H, W, 3) uint8 volume, (N, 6) boxes -> (D, H, W) uint16 labels."""
+    """(D, H, W) or (D, H, W, 3) uint8 volume, (N, 6) boxes -> (D, H, W) uint16 labels.
+
+    ``choose`` picks each object's decoder on its key slice (with the key box); the object keeps
+    it through its propagation."""
     labels = np.zeros(volume.shape[:3], dtype=np.uint16)
     tracks = make_tracks(boxes, volume.shape, session.input_size)
     if not tracks:
@@ -146,7 +152,8 @@ def segment_volume(
     hw = labels.shape[1:3]
     for t in sorted(tracks, key=lambda t: t.z_key):
         emb = embeddings.take(t.z_key)
-        t.key_mask = logits_to_mask(session.decode(emb, t.box_model), embeddings.resized, hw)
+        t.decoder = session if choose is None else choose(emb, t.box_model, embeddings.resized)
+        t.key_mask = logits_to_mask(t.decoder.decode(emb, t.box_model), embeddings.resized, hw)
         paint(labels[t.z_key], t.key_mask, t.label)
     propagate(tracks, UP, embeddings, labels, session, on_step)
     propagate(tracks, DOWN, embeddings, labels, session, on_step)

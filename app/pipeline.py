@@ -10,8 +10,9 @@ from pathlib import Path
 
 from app.infer_2d import segment_image
 from app.infer_3d import propagation_steps, segment_volume
+from app.novelty import BoxRouter
 from app.npz_io import load_case, save_segmentation
-from app.routing import modality, route
+from app.routing import DEFAULT_MODEL_KEY, modality, route
 from app.sessions import SessionCache
 
 log = logging.getLogger("app")
@@ -41,12 +42,31 @@ class Progress:
             log.info("%s: %d/%d slice steps", self.name, self.done, self.total)
 
 
+def box_router(key: str, sessions: SessionCache) -> BoxRouter | None:
+    """The per-box router of a specialist key (None: LiteMedSAM, or a model without a reference)."""
+    reference = sessions.reference(key) if key != DEFAULT_MODEL_KEY else None
+    if reference is None:
+        return None
+    return BoxRouter(sessions.get(key), sessions.get(DEFAULT_MODEL_KEY), reference)
+
+
+def served_by(key: str, router: BoxRouter | None) -> str:
+    """The model key(s) that decoded a case's boxes."""
+    if router is None:
+        return key
+    took = sum(d.accepted for d in router.decisions)
+    keys = [key] if took else []
+    keys += [DEFAULT_MODEL_KEY] if took < len(router.decisions) or not router.decisions else []
+    return "+".join(keys)
+
+
 def predict_case(path: Path, out_dir: Path, sessions: SessionCache) -> CaseResult:
     """Segment one npz and write ``out_dir/<same name>``. Raises CaseError on bad input."""
     t0 = time.perf_counter()
     case = load_case(path)
     key = route(case.name, 3 if case.is_3d else 2, sessions.routes)
     session = sessions.get(key)
+    router = box_router(key, sessions)
     calls_before = session.encoder_calls
     log.debug(
         "%s: %dD, image %s, %d boxes, modality %s -> model %s",
@@ -61,10 +81,14 @@ def predict_case(path: Path, out_dir: Path, sessions: SessionCache) -> CaseResul
         progress = Progress(
             case.name, total=propagation_steps(case.boxes, case.image.shape, session.input_size)
         )
-        segs, cache = segment_volume(case.image, case.boxes, session, on_step=progress)
+        segs, cache = segment_volume(case.image, case.boxes, session, on_step=progress, choose=router)
         if cache is not None:
             log.debug("%s: %d slice encodes, cache peak %d embeddings", case.name, cache.encodes, cache.peak)
     else:
-        segs = segment_image(case.image, case.boxes, session)
+        segs = segment_image(case.image, case.boxes, session, choose=router)
+    if router is not None:
+        log.info("%s: %s", case.name, router.summary(key, DEFAULT_MODEL_KEY))
     save_segmentation(out_dir / case.name, segs)
-    return CaseResult(case.name, key, time.perf_counter() - t0, session.encoder_calls - calls_before)
+    return CaseResult(
+        case.name, served_by(key, router), time.perf_counter() - t0, session.encoder_calls - calls_before
+    )

@@ -72,6 +72,12 @@ def modality(name: str) -> str | None:
     return None
 
 
+def source_tag(name: str) -> str:
+    """``2DBox_US_HC18_007.npz`` -> ``HC18``: the token after the modality ("unknown" if none)."""
+    parts = name.split("_")
+    return parts[2] if len(parts) > 3 else "unknown"
+
+
 # (spatial dims, canonical modality) -> model key; rows only where a specialist ships.
 RouteTable = Mapping[tuple[int, str], str]
 

@@ -18,6 +18,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
+from app.novelty import Reference, load_reference
 from app.routing import routes_from_rows
 
 MANIFEST_NAME = "manifest.json"
@@ -57,6 +58,7 @@ class ModelEntry:
     encoder_xml: Path
     decoder_xml: Path
     input_size: int
+    router: Path | None = None  # app/novelty.py reference: serve only the boxes it accepts
 
 
 def _graph_path(models_dir: Path, key: str, entry: dict[str, Any], graph: str) -> Path:
@@ -82,6 +84,7 @@ def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
             _graph_path(models_dir, key, m, "encoder"),
             _graph_path(models_dir, key, m, "decoder"),
             int(m["input_size"]),
+            models_dir / m["router"]["file"] if m.get("router") else None,
         )
         for key, m in models.items()
     }
@@ -128,6 +131,7 @@ class SessionCache:
         self._config = compile_config(threads)
         self._compiled: dict[Path, ov.CompiledModel] = {}  # shared graphs compile once
         self._sessions: dict[str, SamSession] = {}
+        self._references: dict[str, Reference | None] = {}
 
     @property
     def keys(self) -> list[str]:
@@ -143,6 +147,13 @@ class SessionCache:
             enc, dec = self._compile(entry.encoder_xml), self._compile(entry.decoder_xml)
             self._sessions[key] = SamSession(entry, enc, dec)
         return self._sessions[key]
+
+    def reference(self, key: str) -> Reference | None:
+        """The router reference of ``key`` (None: the model serves every box routed to it)."""
+        if key not in self._references:
+            path = self._entries[key].router if key in self._entries else None
+            self._references[key] = None if path is None else load_reference(path)
+        return self._references[key]
 
     def _compile(self, xml: Path) -> ov.CompiledModel:
         if xml not in self._compiled:

@@ -58,20 +58,35 @@ def output_folder(system: str, work: Path, models: Path = DEFAULT_MODELS) -> Pat
     return work / (f"app-{models_tag(models)}" if system == "app" else system)
 
 
+def derived_models(models: Path, dest: Path, manifest: dict) -> Path:
+    """A models folder ``dest`` with ``manifest`` and links to ``models``' folders of its keys."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for key in manifest["models"]:
+        link = dest / key
+        if not link.exists():
+            link.symlink_to((models / key).resolve())
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    if not (dest / "manifest.json").is_file() or (dest / "manifest.json").read_text() != text:
+        (dest / "manifest.json").write_text(text)
+    return dest
+
+
 def base_only_models(models: Path, dest: Path) -> Path:
     """A models folder with LiteMedSAM alone and no routes (links to ``models``' IR): what the
     app runs when agreement with the oracle or a gate's baseline is measured."""
     manifest = json.loads((models / "manifest.json").read_text())
     manifest["models"] = {BASE_KEY: manifest["models"][BASE_KEY]}
     manifest["routes"] = []
-    dest.mkdir(parents=True, exist_ok=True)
-    link = dest / BASE_KEY
-    if not link.exists():
-        link.symlink_to((models / BASE_KEY).resolve())
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    if not (dest / "manifest.json").is_file() or (dest / "manifest.json").read_text() != text:
-        (dest / "manifest.json").write_text(text)
-    return dest
+    return derived_models(models, dest, manifest)
+
+
+def without_routers(models: Path, dest: Path) -> Path:
+    """The same models and routes with no router: each specialist serves every box routed to it
+    (how a specialist alone is measured)."""
+    manifest = json.loads((models / "manifest.json").read_text())
+    for entry in manifest["models"].values():
+        entry.pop("router", None)
+    return derived_models(models, dest, manifest)
 
 
 def run_missing(

@@ -1,10 +1,17 @@
-"""``make split``: a reproducible train/validation split by source image / patient.
+"""``make split``: a reproducible train/validation split by source, then by image / patient.
 
-The group of a case is what must never straddle the split: the patient for the IBSI sarcoma
-cohort (its CT, PET and MR of one patient share ``STS_nnn``), the 8-slice block for the ISBI EM
-stack, otherwise the source image (the file itself). A group goes to validation when the first
-8 hex digits of sha256(group) fall below ``fraction`` of the range (plus the lowest-hash group of
-any modality left without one): stable, independent of file order, no random state.
+Two kinds of validation, both needed to tell a real gain from a source-specific one:
+- held-back cases of the sources a model trains on: the unit that must never straddle the
+  split is the patient for the IBSI sarcoma cohort (its CT, PET and MR of one patient share
+  ``STS_nnn``), the 8-slice block for the ISBI EM stack, otherwise the source image (the file).
+  A unit goes to validation when the first 8 hex digits of sha256(unit) fall below ``fraction``
+  of the range (plus the lowest-hash unit of any modality left without one): stable,
+  independent of file order, no random state.
+- whole sources held out (HELD_OUT_SOURCES): every case of such a source is validation, so
+  each modality is also judged on data from a source no model was trained on.
+
+Columns of ``splits/public.csv``: case, corpus (the data folder), modality, source, group
+(the unit), split (train | val), held_out (yes: the whole source is validation).
 """
 
 from __future__ import annotations
@@ -15,11 +22,32 @@ import hashlib
 import re
 from pathlib import Path
 
-from app.routing import modality
+from app.routing import modality, source_tag
+from evaluation.datasets import DEFAULT_DATA, case_files
 
 VAL_FRACTION = 0.3
 _PATIENT = re.compile(r"(STS_\d+)")
 _ISBI_SLICE = re.compile(r"ISBI2012EM_slice(\d+)")
+_SPINE_SUBJECT = re.compile(r"SpineGeneric_(unf\d+)")
+
+# Source tag -> why it is held out whole (never trained on; every case is validation). One row
+# per source of ../shared/data/public2 that no specialist trains on: each modality with a second
+# source keeps at least one unseen source.
+HELD_OUT_SOURCES: dict[str, str] = {
+    "HRF": "Fundus vessels from a third scanner: does a vessel specialist transfer?",
+    "STARE": "Fundus vessels, fourth source",
+    "IDRiD": "Fundus optic disc: a different task in the same modality",
+    "PH2": "Dermoscopy, second source",
+    "CVCClinicDB": "Endoscopy, second source (one video sequence)",
+    "AxonDeepSegSEM": "Microscopy, SEM axons: another instrument and task",
+    "EBHISeg": "Microscopy, H&E glands: another stain and task",
+    "BUSI": "US breast tumours: a different organ and task from fetal heads",
+    "DC1000": "X-Ray, dental caries",
+    "UFBA425": "X-Ray, dental teeth",
+    "MSDSpleen": "CT 3D, spleen",
+    "SpineGeneric": "MR 3D, spinal cord",
+}
+COLUMNS = ["case", "corpus", "modality", "source", "group", "split", "held_out"]
 
 
 def group_key(name: str) -> str:
@@ -28,6 +56,8 @@ def group_key(name: str) -> str:
         return f"patient:{m.group(1)}"
     if m := _ISBI_SLICE.search(name):
         return f"isbi_block:{int(m.group(1)) // 8}"
+    if m := _SPINE_SUBJECT.search(name):
+        return f"patient:spine_{m.group(1)}"
     return f"image:{Path(name).stem.split('_', 1)[-1]}"
 
 
@@ -36,8 +66,9 @@ def _hash01(group: str) -> float:
 
 
 def val_groups(cases: list[str], fraction: float = VAL_FRACTION) -> set[str]:
-    """Groups in validation: hash below ``fraction``; every modality with two or more groups
-    gets at least one (its lowest-hash group), so thin modalities are validated too."""
+    """Units in held-back validation (cases of held-out sources are not passed here): hash below
+    ``fraction``; every modality with two or more units gets at least one (its lowest-hash
+    unit), so thin modalities are validated too."""
     by_modality: dict[str, set[str]] = {}
     for name in cases:
         by_modality.setdefault(modality(name) or "unknown", set()).add(group_key(name))
@@ -48,39 +79,57 @@ def val_groups(cases: list[str], fraction: float = VAL_FRACTION) -> set[str]:
     return chosen
 
 
+def split_rows(cases: dict[str, str], fraction: float = VAL_FRACTION) -> list[dict[str, str]]:
+    """``cases``: file name -> corpus name. One row per case (COLUMNS), sorted by name."""
+    names = sorted(cases)
+    held = {n for n in names if source_tag(n) in HELD_OUT_SOURCES}
+    val = val_groups([n for n in names if n not in held], fraction)
+    return [
+        {
+            "case": n,
+            "corpus": cases[n],
+            "modality": modality(n) or "unknown",
+            "source": source_tag(n),
+            "group": group_key(n),
+            "split": "val" if n in held or group_key(n) in val else "train",
+            "held_out": "yes" if n in held else "no",
+        }
+        for n in names
+    ]
+
+
 def read_split(path: Path) -> dict[str, str]:
     """case file name -> 'train' | 'val'."""
     with path.open() as fh:
         return {row["case"]: row["split"] for row in csv.DictReader(fh)}
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of a split file (COLUMNS)."""
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.split", description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
+    parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA))
     parser.add_argument("--out", type=Path, default=Path("splits/public.csv"))
     parser.add_argument("--fraction", type=float, default=VAL_FRACTION)
     args = parser.parse_args(argv)
-    names = sorted(p.name for p in args.data.glob("*.npz"))
-    val = val_groups(names, args.fraction)
-    rows = [
-        {
-            "case": n,
-            "modality": modality(n) or "unknown",
-            "group": group_key(n),
-            "split": "val" if group_key(n) in val else "train",
-        }
-        for n in names
-    ]
+    cases = {name: path.parent.name for name, path in case_files(args.data).items()}
+    rows = split_rows(cases, args.fraction)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["case", "modality", "group", "split"])
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for r in rows:
-        counts[(r["modality"], r["split"])] = counts.get((r["modality"], r["split"]), 0) + 1
-    for mod in sorted({r["modality"] for r in rows}):
-        print(f"{mod:12s} train {counts.get((mod, 'train'), 0):3d}  val {counts.get((mod, 'val'), 0):3d}")
+        key = (r["modality"], r["source"], r["split"] + ("*" if r["held_out"] == "yes" else ""))
+        counts[key] = counts.get(key, 0) + 1
+    for (mod, source, part), n in sorted(counts.items()):
+        print(f"{mod:12s} {source:28s} {part:6s} {n:3d}")
+    print("(* = source held out whole)")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from app.routing import routes_from_rows
 from app.sessions import compile_config
 from evaluation.machine import cpu_model_name
 from export.architectures.sam import BoxSAM
-from export.checkpoint import sha256_file
+from export.checkpoint import sha256_file, verify_sha256
 from export.parity import HopResult, check, compare, parity_inputs
 from export.specs import BASE_KEY, WEIGHTS_DIR, ModelSpec, get_spec, load_model, model_specs
 from export.to_onnx import OPSET, export_decoder, export_encoder
@@ -132,6 +133,7 @@ def export_one(
     for hop in hops[1:]:
         check(hop)
     log(f"{key}: all parity gates passed in {time.perf_counter() - t0:.1f} s")
+    router = ship_router(spec, ir_dir)
     files = sorted(p for p in ir_dir.iterdir() if p.suffix in {".xml", ".bin"})
     entry: dict[str, Any] = {
         "architecture": spec.architecture,
@@ -151,7 +153,21 @@ def export_one(
         entry["graphs"] = shared
     if spec.card:
         entry["trained"] = card_facts(spec)
+    if router is not None:
+        entry["router"] = {"file": f"{key}/{router.name}", "sha256": sha256_file(router),
+                           **spec.card["router"].get("facts", {})}  # fmt: skip
     return entry
+
+
+def ship_router(spec: ModelSpec, ir_dir: Path) -> Path | None:
+    """Copy the spec's verified router reference next to its IR (or remove a stale one)."""
+    target = ir_dir / "router.npz"
+    if spec.router is None:
+        target.unlink(missing_ok=True)
+        return None
+    verify_sha256(spec.router.path, spec.router.sha256)
+    shutil.copyfile(spec.router.path, target)
+    return target
 
 
 def route_rows(keys: list[str], weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:

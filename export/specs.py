@@ -61,6 +61,7 @@ class ModelSpec:
     overlays: tuple[Overlay, ...] = ()
     routes: tuple[tuple[int, str], ...] = ()  # (dims, canonical modality) this model serves
     card: dict[str, Any] = field(default_factory=dict)  # training data, validation result
+    router: Overlay | None = None  # app/novelty.py reference (module "router"), shipped beside the IR
 
     @property
     def input_size(self) -> int:
@@ -101,6 +102,11 @@ def spec_from_card(card: dict[str, Any], folder: Path) -> ModelSpec:
         overlays=overlays,
         routes=tuple((int(r["dims"]), str(r["modality"])) for r in card.get("routes", [])),
         card=card,
+        router=(
+            Overlay("router", folder / card["router"]["file"], card["router"]["sha256"])
+            if card.get("router")
+            else None
+        ),
     )
 
 

@@ -57,9 +57,19 @@ def test_split_keeps_patients_and_blocks_together() -> None:
 def test_committed_split_matches_the_rule() -> None:
     path = Path(__file__).resolve().parent.parent / "splits" / "public.csv"
     rows = list(csv.DictReader(path.open()))
-    val = split.val_groups([r["case"] for r in rows])
-    assert all((r["split"] == "val") == (split.group_key(r["case"]) in val) for r in rows)
-    assert np.mean([r["split"] == "val" for r in rows]) > 0.2
+    assert rows == split.split_rows({r["case"]: r["corpus"] for r in rows})
+    assert np.mean([r["split"] == "val" for r in rows if r["held_out"] == "no"]) > 0.2
+
+
+def test_held_out_sources_are_wholly_validation_and_every_second_source_modality_has_one() -> None:
+    names = {"2DBox_US_HC18_001.npz": "public", "2DBox_US_HC18_002.npz": "public",
+             "2DBox_US_BUSI_benign1.npz": "public2", "2DBox_Fundus_CHASEDB1_Image01L.npz": "public2"}  # fmt: skip
+    rows = {r["case"]: r for r in split.split_rows(names)}
+    assert rows["2DBox_US_BUSI_benign1.npz"]["split"] == "val"
+    assert rows["2DBox_US_BUSI_benign1.npz"]["held_out"] == "yes"
+    assert rows["2DBox_US_BUSI_benign1.npz"]["source"] == "BUSI"
+    assert rows["2DBox_Fundus_CHASEDB1_Image01L.npz"]["held_out"] == "no"  # a training source
+    assert {r["held_out"] for n, r in rows.items() if "HC18" in n} == {"no"}
 
 
 def test_memcheck_reads_the_app_process_peak(tmp_path, models_dir) -> None:

@@ -15,14 +15,12 @@ from export.specs import BASE, BASE_KEY, CARD_NAME, get_spec, load_model, model_
 from train.gate import (
     ALL,
     SPECIALIST_RULE,
-    GateResult,
     Rule,
     candidate_card,
     decisions,
     group_means,
     passes_gate,
     route_results,
-    settle,
     write_candidate,
 )
 from train.provenance import SOURCE_TERMS, UNKNOWN_TERMS, source_tag, sources_of
@@ -150,39 +148,16 @@ def test_group_means_skip_nan_nsd_and_other_cases() -> None:
     assert group_means(rows, ["a", "b"]) == pytest.approx((0.6, 0.4, 0.8, 0.7))
 
 
-def test_settle_ships_only_the_routes_that_pass(specialist_weights: Path, tmp_path: Path) -> None:
-    shipped = tmp_path / "weights"
-    (shipped / "fundus_2d").mkdir(parents=True)  # shipped earlier, fails now: removed
-    candidates = tmp_path / "candidates"
-    for group in ("volumes_3d", "fundus_2d"):
-        card = json.loads((specialist_weights / "us_2d" / CARD_NAME).read_text())
-        write_candidate(candidates / group, card, specialist_weights / "us_2d" / "decoder_fp16.pt")
-    results = [
-        GateResult("volumes_3d", 3, "CT", 9, 0.77, 0.42, 0.72, 0.32),  # worse: CT 3D keeps LiteMedSAM
-        GateResult("volumes_3d", 3, "PET", 11, 0.34, 0.20, 0.72, 0.35),  # passes
-        GateResult("volumes_3d", 3, ALL, 20, 0.53, 0.30, 0.72, 0.34),  # summary: never decides
-        GateResult("fundus_2d", 2, "Fundus", 3, 0.5, 0.4, 0.5, 0.4),
-        GateResult("fundus_2d", 2, "XRay", 2, 0.5, 0.4, 0.9, 0.9),  # better, but 2 cases cannot tell
-    ]
-    settle(results, candidates, shipped, "test")
-    assert sorted(p.name for p in shipped.iterdir()) == ["volumes_3d"]
-    card = json.loads((shipped / "volumes_3d" / CARD_NAME).read_text())
-    assert card["routes"] == [{"dims": 3, "modality": "PET"}]
-    assert card["validation"]["PET 3D"]["accepted"] and not card["validation"]["CT 3D"]["accepted"]
-    assert card["validation"]["all"]["cases"] == 20
-    assert get_spec("volumes_3d", shipped).routes == ((3, "PET"),)
-
-
 def test_route_results_split_a_group_by_modality() -> None:
     rows = [
         {"case": "a", "modality": "CT", "base_dsc": 0.8, "base_nsd": 0.5, "spec_dsc": 0.7, "spec_nsd": 0.4},
         {"case": "b", "modality": "PET", "base_dsc": 0.3, "base_nsd": 0.2, "spec_dsc": 0.7, "spec_nsd": 0.4},
     ]
-    results = route_results(rows, {"volumes_3d": ["a", "b"]}, SPECIALIST_RULE)
+    results = route_results(rows, {"thin_2d": ["a", "b"]}, SPECIALIST_RULE)
     assert [(r.modality, r.cases) for r in results] == [("CT", 1), ("PET", 1), (ALL, 2)]
-    assert [r.modality for r in decisions(results, "volumes_3d")] == []  # one case each: too few to tell
-    many = route_results(rows, {"volumes_3d": ["a", "b"]}, Rule(0.01, False, "", min_cases=1))
-    assert [r.modality for r in decisions(many, "volumes_3d")] == ["PET"]
+    assert [r.modality for r in decisions(results, "thin_2d")] == []  # one case each: too few to tell
+    many = route_results(rows, {"thin_2d": ["a", "b"]}, Rule(0.01, False, "", min_cases=1))
+    assert [r.modality for r in decisions(many, "thin_2d")] == ["PET"]
 
 
 def test_provenance_names_sources_and_terms() -> None:

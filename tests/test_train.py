@@ -15,8 +15,8 @@ from train.samples import choose_slices, labels_to_model
 @pytest.mark.parametrize(
     ("name", "group"),
     [
-        ("3DBox_CT_IBSISTS_STS_004.npz", "volumes_3d"),
-        ("3DBox_PET_x.npz", "volumes_3d"),
+        ("3DBox_CT_IBSISTS_STS_004.npz", "ct_3d"),
+        ("3DBox_PET_x.npz", "pet_3d"),
         ("2DBox_CT_SAMMed2Ddemo_1.npz", "thin_2d"),
         ("2DBox_OCT_a.npz", "thin_2d"),
         ("2DBox_X-Ray_CXR_3.npz", "thin_2d"),

@@ -1,12 +1,17 @@
-"""``make train-specialists``: per modality group, fine-tune LiteMedSAM's mask decoder, then gate.
+"""``make train-specialists``: per modality group, fine-tune LiteMedSAM's mask decoder, fit its
+router, then gate it per route and per source.
 
 For every group of ``train/groups.py``: cache the frozen encoder's embeddings of the group's
-train and validation cases (``splits/public.csv``), fine-tune the decoder (resumable), and
-write ``reports/train/<group>/{log.csv,loss.png}`` and ``build/train/<group>/decoder_fp16.pt``.
-The validation Dice logged during training is a fast proxy (model frame, tight boxes, cached
-slices). Then the gate (``train/gate.py``): every trained group is exported and run through the
-app on its validation cases with the challenge metrics; the groups that pass are written to
-``weights/<group>/`` (shipped by ``make export``), the others removed; ``reports/specialists/``.
+train cases and in-source validation cases (``splits/public.csv``, over
+``../shared/data/public`` and ``public2``), fine-tune the decoder (resumable), fit its router
+(``train/router_fit.py``: the training boxes' features as the app computes them, and an
+out-of-fold threshold), and write ``reports/train/<group>/{log.csv,loss.png}`` and
+``build/train/<group>/decoder_fp16.pt``. The validation Dice logged during training is a fast
+proxy (model frame, tight boxes, cached slices, in-source validation cases). Then the gate
+(``train/source_gate.py``): every candidate is exported and run through the app on all its
+validation cases (LiteMedSAM, specialist alone, specialist + router), scored per route and per
+source; the routes that pass ship in ``weights/<group>/`` (``make export``), groups with none
+are removed; ``reports/specialists/``.
 """
 
 from __future__ import annotations
@@ -17,16 +22,32 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from app.novelty import save_reference
+from app.routing import source_tag
 from app.sessions import SamSession, SessionCache, create_core
+from evaluation.datasets import DEFAULT_DATA, as_one_folder
+from export.checkpoint import sha256_file
 from export.specs import BASE_KEY, WEIGHTS_DIR, get_spec, load_model
 from train.data import load_pool
-from train.gate import ALL, DECODER_FILE, candidate_card, run_gate, settle, write_candidate, write_report
+from train.gate import DECODER_FILE, candidate_card, write_candidate
 from train.groups import GROUPS, group_of
 from train.loop import TrainConfig, plot_log, train_decoder, write_log
 from train.provenance import sources_of
+from train.router_fit import RouterConfig, case_box_features, fit_reference
 from train.samples import build_cache, split_paths
+from train.source_gate import (
+    ROUTER_FILE,
+    drop_retired,
+    load_references,
+    route_verdicts,
+    router_acceptance,
+    run_source_gate,
+    settle_routes,
+    write_source_report,
+)
 
 
 def split_cases(split_csv: Path, data: Path, group: str) -> dict[str, list[Path]]:
@@ -37,16 +58,23 @@ def split_cases(split_csv: Path, data: Path, group: str) -> dict[str, list[Path]
     }
 
 
+def in_source(cases: list[Path], train: list[Path]) -> list[Path]:
+    """The cases whose source is among the training cases' sources."""
+    seen = {source_tag(p.name) for p in train}
+    return [p for p in cases if source_tag(p.name) in seen]
+
+
 def train_group(
     group: str, cases: dict[str, list[Path]], session: SamSession, args: argparse.Namespace, cfg: TrainConfig
 ) -> tuple[Path, list[dict], int]:
     """Cache, train (resumable) and log one group: (fp16 decoder weights, log rows, objects)."""
+    parts = {"train": cases["train"], "val": in_source(cases["val"], cases["train"])}
     pools = {
         part: load_pool(build_cache(paths, args.cache / group, session, args.per_case))
-        for part, paths in cases.items()
+        for part, paths in parts.items()
     }
-    print(f"train: {group}: {len(cases['train'])} train cases ({len(pools['train'].objects)} objects), "
-          f"{len(cases['val'])} val ({len(pools['val'].objects)})", file=sys.stderr)  # fmt: skip
+    print(f"train: {group}: {len(parts['train'])} train cases ({len(pools['train'].objects)} objects), "
+          f"{len(parts['val'])} in-source val ({len(pools['val'].objects)})", file=sys.stderr)  # fmt: skip
     model = load_model(get_spec(BASE_KEY))
     torch.manual_seed(cfg.seed)
     log = train_decoder(model, pools["train"], pools["val"], args.out / group, cfg)
@@ -60,9 +88,37 @@ def train_group(
     return weights, log, len(pools["train"].objects)
 
 
-def main(argv: list[str] | None = None) -> int:
+class BoxFeatures:
+    """Router features of a case's boxes, computed once per case (``<cache>/<case>.npy``)."""
+
+    def __init__(self, data: Path, session: SamSession, cache: Path) -> None:
+        self.data, self.session, self.cache = data, session, cache
+
+    def __call__(self, name: str) -> np.ndarray:
+        path = self.cache / f"{name}.npy"
+        if path.is_file():
+            return np.load(path)
+        feats = case_box_features(self.data / name, self.session)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache / f".{name}.tmp.npy"
+        np.save(tmp, feats)
+        tmp.replace(path)
+        return feats
+
+
+def fit_router(cases: list[Path], features: BoxFeatures, folder: Path, cfg: RouterConfig) -> dict:
+    """Fit and write ``folder/router.npz`` from the training cases; the card's ``router`` entry."""
+    ref = fit_reference([features(p.name) for p in cases], cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_reference(folder / ROUTER_FILE, ref)
+    print(f"train: router for {folder.name}: {ref.facts}", file=sys.stderr)
+    facts = {**ref.facts, "config": asdict(cfg), "fit": "train/router_fit.py"}
+    return {"file": ROUTER_FILE, "sha256": sha256_file(folder / ROUTER_FILE), "facts": facts}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
+    parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA), help="data folders")
     parser.add_argument("--split", type=Path, default=Path("splits/public.csv"))
     parser.add_argument("--groups", nargs="*", default=list(GROUPS), choices=list(GROUPS))
     parser.add_argument("--models", type=Path, default=Path("models"))
@@ -76,21 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     for f in fields(TrainConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        parser.error(f"no data folder {args.data}")
+    if not any(d.is_dir() for d in args.data):
+        parser.error(f"no data folder among {args.data}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = as_one_folder(args.data)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     session = SessionCache(create_core(None), args.models).get(BASE_KEY)
-    candidates: dict[str, dict] = {}
+    features = BoxFeatures(data, session, args.cache / "router")
     val_names: dict[str, list[str]] = {}
+    train_sources: dict[str, set[str]] = {}
     for group in args.groups:
-        cases = split_cases(args.split, args.data, group)
+        cases = split_cases(args.split, data, group)
         if not cases["train"] or not cases["val"]:
             print(f"train: {group}: no train or no validation cases, skipped", file=sys.stderr)
             continue
         weights, log, objects = train_group(group, cases, session, args, cfg)
         training = {
             "command": "make train-specialists",
-            "data": f"{args.data}, train rows of {args.split}",
+            "data": f"{' + '.join(map(str, args.data))}, train rows of {args.split}",
             "cases": len(cases["train"]),
             "objects": objects,
             "sources": sources_of([p.name for p in cases["train"]]),
@@ -98,23 +161,28 @@ def main(argv: list[str] | None = None) -> int:
             "proxy_val_dice": {"start": log[0]["val_dice"], "end": log[-1]["val_dice"]},
         }
         card = candidate_card(group, weights, training)
-        write_candidate(args.gate_dir / "weights" / group, card, weights)
-        candidates[group] = card
+        folder = args.gate_dir / "weights" / group
+        card["router"] = fit_router(cases["train"], features, folder, RouterConfig())
+        write_candidate(folder, card, weights)
         val_names[group] = [p.name for p in cases["val"]]
-    if args.no_gate or not candidates:
+        train_sources[group] = {source_tag(p.name) for p in cases["train"]}
+    if args.no_gate or not val_names:
         return 0
     for stale in (args.gate_dir / "weights").glob("*"):
-        if stale.name not in candidates:
+        if stale.name not in val_names:
             shutil.rmtree(stale)
-    command = f"make train-specialists (python -m train --groups {' '.join(sorted(candidates))})"
-    results, rows = run_gate(val_names, args.data, args.gate_dir)
-    settle(results, args.gate_dir / "weights", args.weights, command)
-    write_report(results, rows, args.report.parent / "specialists", command)
-    for r in results:
-        verdict = "(group mean)" if r.modality == ALL else ("shipped" if r.accepted else "keeps LiteMedSAM")
-        print(f"gate: {r.label}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}, NSD {r.base_nsd:.4f} -> "
-              f"{r.spec_nsd:.4f} on {r.cases} val cases: {verdict}", file=sys.stderr)  # fmt: skip
-    print("gate: now `make export` ships the accepted specialists and their routes", file=sys.stderr)
+    command = f"make train-specialists (python -m train --groups {' '.join(sorted(val_names))})"
+    acceptance_of = router_acceptance(load_references(args.gate_dir / "weights"), features)
+    rows = run_source_gate(val_names, train_sources, data, args.gate_dir, acceptance_of)
+    verdicts = route_verdicts(rows)
+    settle_routes(verdicts, rows, args.gate_dir / "weights", args.weights, command)
+    for key in drop_retired(args.weights):
+        print(f"gate: removed {args.weights / key}: no such group in train/groups.py", file=sys.stderr)
+    write_source_report(rows, verdicts, args.report.parent / "specialists", command)
+    for v in verdicts:
+        verdict = "shipped" if v.accepted else "keeps LiteMedSAM"
+        print(f"gate: {v.group}: {v.modality} {v.dims}D: {verdict} ({v.reason})", file=sys.stderr)
+    print("gate: now `make export` ships the accepted specialists, their routers and routes", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The specialists' acceptance gate: a specialist ships only where it beats LiteMedSAM on validation.
+"""The acceptance gate of a model that replaces LiteMedSAM on whole routes (a student encoder),
+and the candidate-card helpers every gate shares. (Decoder specialists are gated per source,
+behind their router: ``train/source_gate.py``.)
 
 For every trained group: write a candidate card (``build/gate/weights/<group>/``), export all
 candidates through the same export stage and parity gates (``build/gate/models``), run the app
@@ -205,21 +207,6 @@ def group_validation(results: list[GateResult], group: str, command: str) -> dic
         "rule": results[0].rule.text + ", per (dims, modality) route",
         **{r.label.split(": ", 1)[1]: validation_facts(r) for r in results if r.group == group},
     }
-
-
-def settle(results: list[GateResult], candidates_dir: Path, weights_dir: Path, command: str) -> None:
-    """Ship each gated group's candidate into ``weights_dir`` with the routes it passed (and its
-    validation facts); a group that passed no route is removed from there."""
-    for group in sorted({r.group for r in results}):
-        target = weights_dir / group
-        shutil.rmtree(target, ignore_errors=True)
-        passed = decisions(results, group)
-        if not passed:
-            continue
-        card = json.loads((candidates_dir / group / CARD_NAME).read_text())
-        card["routes"] = [{"dims": r.dims, "modality": r.modality} for r in passed]
-        card["validation"] = group_validation(results, group, command)
-        write_candidate(target, card, candidates_dir / group / DECODER_FILE)
 
 
 def write_report(

@@ -1,7 +1,8 @@
 """Modality groups for specialists: (dims, canonical modalities) -> one specialist each.
 
-The one table of groups. Thin 2D modalities share a group; the three 3D modalities share one,
-as DAFT did. Modality names are app/routing.py's canonical ones.
+The one table of groups. Thin 2D modalities share a group. Each 3D modality has its own: the
+shared 3D model DAFT used helped PET but made CT and MR worse here (stop 10's gate), PET paying
+for CT. Modality names are app/routing.py's canonical ones.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ class Group:
 
 
 GROUPS: dict[str, Group] = {
-    "volumes_3d": Group(3, ("CT", "MR", "PET")),
+    "ct_3d": Group(3, ("CT",)),
+    "mr_3d": Group(3, ("MR",)),
+    "pet_3d": Group(3, ("PET",)),
     "us_2d": Group(2, ("US",)),
     "mammography_2d": Group(2, ("Mammography",)),
     "fundus_2d": Group(2, ("Fundus",)),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from app.routing import source_tag
+
 # Source tag (third token of a case name) -> terms of use of the underlying data.
 SOURCE_TERMS: dict[str, str] = {
     "SAMMed2DdemoAMOS": "AMOS 2022, CC BY 4.0",
@@ -26,14 +28,22 @@ SOURCE_TERMS: dict[str, str] = {
     "IBSISTST1": "IBSI / TCIA Soft-tissue-Sarcoma, CC BY 3.0",
     "BraTS2013deepmedic": "BraTS 2015 training data, CC BY-NC-SA 3.0 CH (non-commercial)",
     "CXRimlabDemo": "lung-segmentation-2d demo, MIT repo (image source not stated)",
+    # ../shared/data/public2/SOURCES.md
+    "CHASEDB1": "CHASE_DB1 (Kingston Univ.), CC BY 4.0",
+    "HRF": "HRF (FAU Erlangen), free for research with citation",
+    "STARE": "STARE, free for research with citation",
+    "IDRiD": "IDRiD, CC BY 4.0",
+    "PH2": "PH2 (ADDI project), free for research/education with citation",
+    "BUSI": "BUSI (Al-Dhabyani 2020), CC BY article / CC0 mirror",
+    "CVCClinicDB": "CVC-ClinicDB, research/education only, non-commercial",
+    "AxonDeepSegSEM": "axondeepseg data_axondeepseg_sem, MIT",
+    "EBHISeg": "EBHI-Seg (Shi et al. 2023), public, 'contact us'",
+    "DC1000": "DC1000 (Wang et al. 2023), cite the paper (no licence stated)",
+    "UFBA425": "UFBA-425, Apache-2.0 repo",
+    "MSDSpleen": "MSD Task09 Spleen, CC BY-SA 4.0",
+    "SpineGeneric": "Spine-Generic, MIT",
 }
 UNKNOWN_TERMS = "unknown: not listed in SOURCES.md"
-
-
-def source_tag(name: str) -> str:
-    """``2DBox_US_HC18_007.npz`` -> ``HC18`` (the token after the modality)."""
-    parts = name.split("_")
-    return parts[2] if len(parts) > 3 else "unknown"
 
 
 def sources_of(names: list[str]) -> dict[str, dict[str, object]]:

@@ -1,0 +1,172 @@
+"""Per-box, content-aware routing: does this box look like what a specialist was trained on?
+
+The file name gives the modality; whether *this* image and *this* box resemble the specialist's
+training data is decided here, from what the runtime already has: the image embedding (shared
+by every decoder) and the box. A box the specialist has not seen the like of goes to
+LiteMedSAM's decoder. The decision costs no encoder call and well under a millisecond per box.
+
+Features of one box (all in the model frame: S x S pixels, embedding grid G x G, G = S / 4):
+    global   (512,) per-channel mean and std of the embedding over the image part of the grid
+    region   (256,) per-channel mean of the embedding inside the box (at least one grid cell)
+    geometry (2,)   log(box area / image area), log(box width / box height)
+Each block is standardised with the reference's own mean and spread; the distance between two
+boxes is the root of the mean, over the three blocks, of each block's mean squared difference
+(so 512 numbers of image statistics cannot drown the two of geometry). The novelty of a box is
+its distance to the nearest reference box; the specialist serves it when novelty <= threshold.
+
+The reference (``router.npz`` next to the specialist's decoder, written by
+``train/router_fit.py``) holds the training boxes' features (fp16), the standardisation and
+the threshold; nothing of the images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GRID_STRIDE = 4  # model-frame pixels per embedding cell (256 -> 64)
+# Feature layout: name -> (start, stop) in the feature vector.
+BLOCKS: dict[str, tuple[int, int]] = {"global": (0, 512), "region": (512, 768), "geometry": (768, 770)}
+N_FEATURES = 770
+
+
+def image_statistics(embedding: np.ndarray, resized_hw: tuple[int, int]) -> np.ndarray:
+    """(256, G, G) embedding -> (512,) float32 per-channel mean and std over the image part."""
+    gh = max(1, -(-int(resized_hw[0]) // GRID_STRIDE))
+    gw = max(1, -(-int(resized_hw[1]) // GRID_STRIDE))
+    part = embedding[:, :gh, :gw].reshape(embedding.shape[0], -1)
+    return np.concatenate([part.mean(axis=1), part.std(axis=1)]).astype(np.float32)
+
+
+def box_features(
+    embedding: np.ndarray, box_model: np.ndarray, resized_hw: tuple[int, int], stats: np.ndarray | None = None
+) -> np.ndarray:
+    """(256, G, G) embedding, (4,) model-frame XYXY box, (newh, neww) -> (N_FEATURES,) float32.
+
+    ``stats``: :func:`image_statistics` of the same embedding, when already computed."""
+    if stats is None:
+        stats = image_statistics(embedding, resized_hw)
+    grid = embedding.shape[-1]
+    x0, y0, x1, y1 = (float(v) for v in box_model)
+    gx0 = int(np.clip(np.floor(x0 / GRID_STRIDE), 0, grid - 1))
+    gy0 = int(np.clip(np.floor(y0 / GRID_STRIDE), 0, grid - 1))
+    gx1 = int(np.clip(np.ceil((x1 + 1) / GRID_STRIDE), gx0 + 1, grid))
+    gy1 = int(np.clip(np.ceil((y1 + 1) / GRID_STRIDE), gy0 + 1, grid))
+    region = embedding[:, gy0:gy1, gx0:gx1].reshape(embedding.shape[0], -1).mean(axis=1)
+    image_area = max(1.0, float(resized_hw[0]) * float(resized_hw[1]))
+    bw, bh = max(1.0, x1 - x0 + 1), max(1.0, y1 - y0 + 1)
+    geometry = np.array([np.log(bw * bh / image_area), np.log(bw / bh)], dtype=np.float32)
+    return np.concatenate([stats, region.astype(np.float32), geometry])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A specialist's domain: standardised training features and the acceptance threshold."""
+
+    features: np.ndarray  # (M, N_FEATURES) float32, standardised
+    center: np.ndarray  # (N_FEATURES,) subtracted before scaling
+    scale: np.ndarray  # (N_FEATURES,) divided by, > 0
+    threshold: float
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def standardise(self, feats: np.ndarray) -> np.ndarray:
+        return ((np.asarray(feats, np.float32) - self.center) / self.scale).astype(np.float32)
+
+    def novelty(self, feats: np.ndarray) -> np.ndarray:
+        """(K, N_FEATURES) raw features -> (K,) distance to the nearest reference row."""
+        return nearest_distance(self.standardise(np.atleast_2d(feats)), self.features)
+
+
+def block_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K, F), (M, F) standardised -> (K, M) distances: sqrt(mean over blocks of the block's mean
+    squared difference)."""
+    total = np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
+    for start, stop in BLOCKS.values():
+        x, y = a[:, start:stop].astype(np.float64), b[:, start:stop].astype(np.float64)
+        sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
+        total += np.maximum(sq, 0.0) / (stop - start)
+    return np.sqrt(total / len(BLOCKS))
+
+
+def nearest_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K, F), (M, F) -> (K,) distance of each row of ``a`` to its nearest row of ``b``."""
+    if len(b) == 0:
+        return np.full(len(a), np.inf)
+    return block_distances(a, b).min(axis=1)
+
+
+REFERENCE_KEYS = ("features", "center", "scale", "threshold")
+
+
+def save_reference(path: Path, ref: Reference) -> None:
+    """Write ``ref`` as an npz (features fp16) atomically."""
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(
+        tmp,
+        features=ref.features.astype(np.float16),
+        center=ref.center.astype(np.float32),
+        scale=ref.scale.astype(np.float32),
+        threshold=np.float32(ref.threshold),
+    )
+    tmp.replace(path)
+
+
+def load_reference(path: Path) -> Reference:
+    """The router reference stored at ``path`` (see :func:`save_reference`)."""
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in REFERENCE_KEYS if k not in data.files]
+        if missing:
+            msg = f"router reference {path} lacks {missing}"
+            raise ValueError(msg)
+        ref = Reference(
+            data["features"].astype(np.float32),
+            data["center"].astype(np.float32),
+            data["scale"].astype(np.float32),
+            float(data["threshold"]),
+        )
+    if ref.features.ndim != 2 or ref.features.shape[1] != N_FEATURES or ref.scale.min() <= 0:
+        msg = f"router reference {path}: features {ref.features.shape}, expected (M, {N_FEATURES})"
+        raise ValueError(msg)
+    return ref
+
+
+@dataclass
+class Decision:
+    accepted: bool
+    novelty: float
+
+
+class BoxRouter:
+    """Chooses, per box, the session whose decoder segments it: ``specialist`` when the box is
+    within its reference's domain, else ``general``. Keeps every decision (for the log)."""
+
+    def __init__(self, specialist: Any, general: Any, reference: Reference) -> None:
+        self.specialist, self.general, self.reference = specialist, general, reference
+        self.decisions: list[Decision] = []
+        self._stats_of: tuple[np.ndarray, np.ndarray] | None = None  # (embedding, its statistics)
+
+    def __call__(self, embedding: np.ndarray, box_model: np.ndarray, resized_hw: tuple[int, int]) -> Any:
+        """(1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session to decode with."""
+        emb = embedding[0]
+        if self._stats_of is None or self._stats_of[0] is not embedding:
+            self._stats_of = (embedding, image_statistics(emb, resized_hw))
+        feats = box_features(emb, box_model, resized_hw, self._stats_of[1])
+        score = float(self.reference.novelty(feats)[0])
+        accepted = score <= self.reference.threshold
+        self.decisions.append(Decision(accepted, score))
+        return self.specialist if accepted else self.general
+
+    def summary(self, specialist_key: str, general_key: str) -> str:
+        """One line: how many boxes each model served and why."""
+        n = len(self.decisions)
+        took = [d for d in self.decisions if d.accepted]
+        scores = np.array([d.novelty for d in self.decisions]) if n else np.zeros(0)
+        where = f"novelty {scores.min():.2f}-{scores.max():.2f}" if n else "no boxes"
+        return (
+            f"{specialist_key} served {len(took)}/{n} boxes, {general_key} {n - len(took)} "
+            f"({where}; threshold {self.reference.threshold:.2f}: above it a box is unlike "
+            f"{specialist_key}'s training data)"
+        )

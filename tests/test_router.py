@@ -1,0 +1,231 @@
+"""The per-box router (app/novelty.py, train/router_fit.py) and its place in the app: features,
+fit, in- and out-of-distribution decisions, the fallback to LiteMedSAM, the per-case log line,
+the manifest/card fields it needs, and the per-source gate rule (train/source_gate.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.novelty import (
+    BLOCKS,
+    N_FEATURES,
+    BoxRouter,
+    box_features,
+    image_statistics,
+    load_reference,
+    nearest_distance,
+    save_reference,
+)
+from demo.synthetic import disks_2d, save_case
+from tests.conftest import FakeSession
+from train.router_fit import RouterConfig, acceptance, case_box_features, fit_reference, spread_rows
+from train.source_gate import route_verdicts
+
+
+def embedding_like(rng: np.random.Generator, level: float) -> np.ndarray:
+    """(256, 64, 64) float32 whose channel statistics sit around ``level``."""
+    return (level + rng.normal(0, 1, (256, 64, 64))).astype(np.float32)
+
+
+def features_of(level: float, box: tuple[float, ...], seed: int) -> np.ndarray:
+    emb = embedding_like(np.random.default_rng(seed), level)
+    return box_features(emb, np.array(box, np.float32), (256, 256))
+
+
+def test_features_have_the_documented_layout() -> None:
+    emb = np.zeros((256, 64, 64), np.float32)
+    emb[:, :32, :16] = 2.0  # the image part of a (128, 64) resized image
+    stats = image_statistics(emb, (128, 64))
+    assert stats.shape == (512,) and np.allclose(stats[:256], 2.0) and np.allclose(stats[256:], 0.0)
+    feats = box_features(emb, np.array([0, 0, 63, 127], np.float32), (128, 64))
+    assert feats.shape == (N_FEATURES,) == (BLOCKS["geometry"][1],)
+    assert np.allclose(feats[512:768], 2.0)  # region mean inside the box
+    assert np.isclose(feats[768], 0.0) and np.isclose(feats[769], np.log(64 / 128))  # whole image, w/h
+
+
+def test_reference_accepts_its_own_kind_and_rejects_another() -> None:
+    rng = np.random.default_rng(7)
+    jitter = [tuple(np.array([20, 20, 200, 200]) + rng.integers(-12, 13, 4)) for _ in range(32)]
+    train = [features_of(0.0, box, seed)[None] for seed, box in enumerate(jitter[:16])]
+    ref = fit_reference(train, RouterConfig(quantile=1.0))
+    same = np.stack([features_of(0.0, box, 100 + s) for s, box in enumerate(jitter[16:26])])
+    other_image = np.stack([features_of(3.0, (20, 20, 200, 200), 200 + s) for s in range(5)])
+    other_task = np.stack([features_of(0.0, (100, 100, 120, 116), 300 + s) for s in range(5)])
+    assert acceptance(ref, same)[0] >= 8  # a new case of the training kind: mostly accepted
+    assert acceptance(ref, other_image) == (0, 5)
+    assert acceptance(ref, other_task) == (0, 5)  # same images, a small box: another task
+
+
+def test_reference_round_trips_through_npz(tmp_path: Path) -> None:
+    train = [features_of(0.0, (20, 20, 200, 200), seed)[None] for seed in range(6)]
+    ref = fit_reference(train, RouterConfig())
+    save_reference(tmp_path / "router.npz", ref)
+    back = load_reference(tmp_path / "router.npz")
+    probe = features_of(0.5, (30, 30, 180, 190), 9)
+    assert np.isclose(back.threshold, ref.threshold, rtol=1e-6)
+    assert np.allclose(back.novelty(probe), ref.novelty(probe), rtol=1e-2)
+    assert back.features.dtype == np.float32 and back.features.shape == ref.features.shape
+
+
+def test_a_broken_reference_is_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "router.npz", features=np.zeros((3, 5)), center=np.zeros(5))
+    with pytest.raises(ValueError, match="lacks"):
+        load_reference(tmp_path / "router.npz")
+
+
+def test_fit_needs_two_cases_and_spreads_rows() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_reference([np.zeros((3, N_FEATURES), np.float32)], RouterConfig())
+    rng = np.random.default_rng(0)
+    rows = spread_rows([np.zeros((100, 2)), np.zeros((1, 2)), np.zeros((7, 2))], 12, rng)
+    assert [len(r) for r in rows] == [4, 1, 4]
+
+
+def test_nearest_distance_is_zero_on_itself_and_grows() -> None:
+    a = np.random.default_rng(1).normal(size=(4, N_FEATURES)).astype(np.float32)
+    assert np.allclose(nearest_distance(a, a), 0.0, atol=1e-3)
+    assert (nearest_distance(a + 1.0, a) > 0.5).all()
+    assert np.isinf(nearest_distance(a, a[:0])).all()
+
+
+class TaggedSession(FakeSession):
+    """A fake session that remembers which decoder (name) decoded which box."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray:
+        self.log.append(self.name)
+        return super().decode(embedding, box_model)
+
+
+def test_box_router_sends_each_box_to_the_right_decoder() -> None:
+    from app.infer_2d import segment_image
+
+    train = [box_features(np.zeros((256, 64, 64), np.float32), np.array(b, np.float32), (256, 256))[None]
+             for b in ([10, 10, 230, 230], [12, 8, 236, 228], [6, 14, 226, 240])]  # fmt: skip
+    ref = fit_reference(train, RouterConfig(quantile=1.0))
+    used: list[str] = []
+    spec, base = TaggedSession("spec", used), TaggedSession("base", used)
+    router = BoxRouter(spec, base, ref)
+    image = np.zeros((256, 256, 3), np.uint8)  # FakeSession embeds it as (almost) zeros
+    boxes = np.array([[10, 10, 232, 234], [100, 100, 110, 108]])  # a whole-image box, a small one
+    labels = segment_image(image, boxes, spec, choose=router)
+    assert used == ["spec", "base"]
+    assert [d.accepted for d in router.decisions] == [True, False]
+    assert set(np.unique(labels)) == {0, 1, 2}
+    line = router.summary("us_2d", "lite_medsam")
+    assert "us_2d served 1/2 boxes, lite_medsam 1" in line and "threshold" in line
+
+
+def test_box_router_keeps_a_3d_objects_decoder_through_propagation() -> None:
+    from app.infer_3d import segment_volume
+
+    train = [box_features(np.zeros((256, 64, 64), np.float32), np.array(b, np.float32), (256, 256))[None]
+             for b in ([10, 10, 230, 230], [12, 8, 236, 228])]  # fmt: skip
+    ref = fit_reference(train, RouterConfig(quantile=1.0))
+    used: list[str] = []
+    spec, base = TaggedSession("spec", used), TaggedSession("base", used)
+    router = BoxRouter(spec, base, ref)
+    volume = np.zeros((5, 256, 256), np.uint8)
+    boxes = np.array([[100, 100, 0, 110, 108, 4]])  # small box: LiteMedSAM on all 5 slices
+    segment_volume(volume, boxes, spec, choose=router)
+    assert used == ["base"] * 5 and len(router.decisions) == 1
+
+
+@pytest.fixture(scope="module")
+def routed_models(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, real_session) -> Path:  # noqa: ANN001
+    """A models folder whose US 2D route goes to 'us_demo' (LiteMedSAM's own graphs, so masks are
+    the base's) behind a router fitted on synthetic disk images."""
+    root = tmp_path_factory.mktemp("routed")
+    cases = root / "train"
+    for seed in range(8):
+        save_case(cases / f"2DBox_US_disks_{seed}.npz", *disks_2d(seed=seed)[:2])
+    ref = fit_reference([case_box_features(p, real_session) for p in sorted(cases.glob("*.npz"))],
+                        RouterConfig(quantile=1.0))  # fmt: skip
+    models = root / "models"
+    (models / "us_demo").mkdir(parents=True)
+    (models / "lite_medsam").symlink_to(models_dir / "lite_medsam")
+    save_reference(models / "us_demo" / "router.npz", ref)
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    base = manifest["models"]["lite_medsam"]
+    graphs = {"encoder": "lite_medsam/encoder.xml", "decoder": "lite_medsam/decoder.xml"}
+    manifest["models"] = {
+        "lite_medsam": base,
+        "us_demo": {**base, "graphs": graphs, "router": {"file": "us_demo/router.npz"}},
+    }
+    manifest["routes"] = [{"dims": 2, "modality": "US", "model": "us_demo"}]
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    return models
+
+
+def test_app_routes_in_and_out_of_distribution_cases_and_logs_why(
+    routed_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.pipeline import predict_case
+    from app.sessions import SessionCache, create_core
+
+    inputs = tmp_path / "in"
+    save_case(inputs / "2DBox_US_disks_9.npz", *disks_2d(seed=9)[:2])  # like the training disks
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)  # noise, a small box: unlike them
+    save_case(inputs / "2DBox_US_noise_1.npz", texture, np.array([[140, 140, 160, 158]]))
+    sessions = SessionCache(create_core(None), routed_models)
+    (tmp_path / "out").mkdir()
+    with caplog.at_level(logging.INFO, logger="app"):
+        near = predict_case(inputs / "2DBox_US_disks_9.npz", tmp_path / "out", sessions)
+        far = predict_case(inputs / "2DBox_US_noise_1.npz", tmp_path / "out", sessions)
+    assert near.model_key == "us_demo"
+    assert far.model_key == "lite_medsam"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("2DBox_US_disks_9.npz: us_demo served 2/2 boxes") for m in lines)
+    assert any(m.startswith("2DBox_US_noise_1.npz: us_demo served 0/1 boxes, lite_medsam 1") for m in lines)
+    assert (tmp_path / "out" / "2DBox_US_noise_1.npz").is_file()
+
+
+def test_a_model_without_a_router_serves_every_box(models_dir: Path) -> None:
+    from app.pipeline import box_router
+    from app.sessions import SessionCache, create_core
+
+    sessions = SessionCache(create_core(None), models_dir)
+    assert box_router("lite_medsam", sessions) is None
+    shipped = json.loads((models_dir / "manifest.json").read_text())["models"]
+    for key, entry in shipped.items():
+        if key != "lite_medsam":
+            assert entry.get("router"), f"shipped specialist {key} has no router"
+            assert (models_dir / entry["router"]["file"]).is_file()
+
+
+def test_shipped_cards_name_their_router_with_its_checksum() -> None:
+    from export.checkpoint import sha256_file
+    from export.specs import trained_specs
+
+    for key, spec in trained_specs().items():
+        assert spec.router is not None, f"weights/{key} ships no router"
+        assert sha256_file(spec.router.path) == spec.router.sha256
+        facts = spec.card["router"]["facts"]
+        assert {"threshold", "reference_rows", "out_of_fold_quantile"} <= set(facts)
+
+
+def row(source: str, seen: bool, base: float, routed: float, mod: str = "Fundus") -> dict[str, object]:
+    return {"group": "fundus_2d", "dims_n": 2, "modality": mod, "source": source, "seen": seen,
+            "accepted": 1, "boxes": 1, "base_dsc": base, "base_nsd": base, "alone_dsc": routed,
+            "alone_nsd": routed, "routed_dsc": routed, "routed_nsd": routed}  # fmt: skip
+
+
+def test_source_gate_ships_only_without_a_loss_on_unseen_sources() -> None:
+    seen = [row("DRIVE", True, 0.2, 0.5) for _ in range(3)]
+    ok = route_verdicts([*seen, row("IDRiD", False, 0.9, 0.896)])
+    assert [v.accepted for v in ok] == [True]
+    lost = route_verdicts([*seen, row("IDRiD", False, 0.9, 0.89)])
+    assert not lost[0].accepted and "IDRiD" in lost[0].reason
+    thin = route_verdicts([*seen[:2], row("IDRiD", False, 0.9, 0.95)])
+    assert not thin[0].accepted and "in-source" in thin[0].reason
+    flat = route_verdicts([row("DRIVE", True, 0.5, 0.505) for _ in range(3)])
+    assert not flat[0].accepted

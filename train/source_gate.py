@@ -1,0 +1,352 @@
+"""The specialists' gate, per route and per source: never worse than LiteMedSAM on a source the
+specialist did not train on.
+
+Three systems run through the real app on the validation cases of each group
+(``splits/public.csv``, both corpora): LiteMedSAM alone (``base``), the specialist serving every
+box of its routes (``alone``) and the product, the specialist behind its router (``routed``:
+boxes the router finds unlike the training data go to LiteMedSAM). Every validation source of a
+route is either *in-source* (the group trained on other cases of it) or *unseen*. A route ships
+(SOURCE_RULE) when, with the router:
+- in-source validation (pooled, >= 3 cases) gains >= 1 DSC point and loses no NSD, and
+- on every unseen source the DSC is at most 0.5 point below LiteMedSAM's.
+The router's acceptance (boxes it gave the specialist) is counted per source with the app's own
+feature code, so the report shows how much of in-source data it keeps and of unseen data it
+turns away.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.novelty import Reference, load_reference
+from app.routing import source_tag
+from evaluation.evaluate import score_one
+from evaluation.runner import (
+    DEFAULT_MODELS,
+    DEFAULT_WORK,
+    base_only_models,
+    output_folder,
+    run_missing,
+    without_routers,
+)
+from export.specs import CARD_NAME
+from train.gate import DECODER_FILE, export_candidates, write_candidate
+from train.groups import GROUPS, group_of
+
+SYSTEMS = ("base", "alone", "routed")
+SYSTEM_NAMES = {"base": "LiteMedSAM", "alone": "specialist alone", "routed": "specialist + router"}
+ROUTER_FILE = "router.npz"
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    min_in_source_gain: float = 0.01
+    max_unseen_loss: float = 0.005
+    min_in_source_cases: int = 3
+    text: str = (
+        "with its router, in-source validation (>= 3 cases) gains >= 1 DSC point and keeps NSD, and "
+        "every unseen source's DSC is >= LiteMedSAM's - 0.5 point"
+    )
+
+
+SOURCE_RULE = SourceRule()
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """Validation means of one (group, route, source)."""
+
+    group: str
+    dims: int
+    modality: str
+    source: str
+    seen: bool  # the group trained on other cases of this source
+    cases: int
+    means: dict[str, float]  # "<system>_<dsc|nsd>"
+    accepted: int  # boxes the router gave the specialist
+    boxes: int
+
+
+@dataclass(frozen=True)
+class RouteVerdict:
+    group: str
+    dims: int
+    modality: str
+    accepted: bool
+    reason: str
+    in_source: dict[str, float]  # pooled means over the in-source cases
+    in_cases: int
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    vals = [float(r[key]) for r in rows if r.get(key, "") != "" and not math.isnan(float(r[key]))]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def system_means(rows: list[dict[str, Any]]) -> dict[str, float]:
+    return {f"{s}_{m}": _mean(rows, f"{s}_{m}") for s in SYSTEMS for m in ("dsc", "nsd")}
+
+
+def source_results(rows: list[dict[str, Any]]) -> list[SourceResult]:
+    """Per (group, dims, modality, source) of the scored case rows."""
+    keys = sorted({(r["group"], int(r["dims_n"]), r["modality"], r["source"]) for r in rows})
+    out = []
+    for group, dims, mod, source in keys:
+        sub = [
+            r
+            for r in rows
+            if (r["group"], int(r["dims_n"]), r["modality"], r["source"]) == (group, dims, mod, source)
+        ]
+        out.append(SourceResult(
+            group, dims, mod, source, bool(sub[0]["seen"]), len(sub), system_means(sub),
+            sum(int(r["accepted"]) for r in sub), sum(int(r["boxes"]) for r in sub),
+        ))  # fmt: skip
+    return out
+
+
+def route_verdicts(rows: list[dict[str, Any]], rule: SourceRule = SOURCE_RULE) -> list[RouteVerdict]:
+    """One verdict per (group, dims, modality) with validation rows."""
+    out = []
+    for group, dims, mod in sorted({(r["group"], int(r["dims_n"]), r["modality"]) for r in rows}):
+        sub = [r for r in rows if (r["group"], int(r["dims_n"]), r["modality"]) == (group, dims, mod)]
+        seen = [r for r in sub if r["seen"]]
+        m = system_means(seen)
+        losses = [
+            (s.source, s.means["routed_dsc"] - s.means["base_dsc"])
+            for s in source_results([r for r in sub if not r["seen"]])
+        ]
+        bad = [f"{src} {d * 100:+.1f}" for src, d in losses if not d >= -rule.max_unseen_loss - 1e-9]
+        gain = m["routed_dsc"] - m["base_dsc"]
+        if len(seen) < rule.min_in_source_cases:
+            ok, why = False, f"{len(seen)} in-source validation cases (< {rule.min_in_source_cases})"
+        elif not (gain >= rule.min_in_source_gain - 1e-9 and m["routed_nsd"] >= m["base_nsd"]):
+            ok, why = (
+                False,
+                f"in-source DSC {gain * 100:+.1f} points, NSD {(m['routed_nsd'] - m['base_nsd']) * 100:+.1f}",
+            )
+        elif bad:
+            ok, why = False, f"loses on unseen sources: {', '.join(bad)} DSC points"
+        else:
+            unseen = (
+                f"; unseen sources {', '.join(f'{s} {d * 100:+.1f}' for s, d in losses)}"
+                if losses
+                else "; no unseen source to test"
+            )
+            ok, why = True, f"in-source DSC {gain * 100:+.1f} points{unseen}"
+        out.append(RouteVerdict(group, dims, mod, ok, why, m, len(seen)))
+    return out
+
+
+def case_rows(
+    names: list[str],
+    data: Path,
+    outputs: dict[str, Path],
+    train_sources: dict[str, set[str]],
+    acceptance_of: Callable[[str, str], tuple[int, int]],
+) -> list[dict[str, Any]]:
+    """Scored rows for the validation cases: metrics of every system, group, source, whether the
+    group trained on the source, and the router's (accepted, boxes) for the case."""
+    rows = []
+    for name in names:
+        group = group_of(name)
+        row = score_one(data / name, outputs, "zyx")
+        accepted, boxes = acceptance_of(group, name)
+        rows.append({
+            **row, "group": group, "dims_n": GROUPS[group].dims, "source": source_tag(name),
+            "seen": source_tag(name) in train_sources[group], "accepted": accepted, "boxes": boxes,
+        })  # fmt: skip
+    return rows
+
+
+def run_source_gate(
+    val_names: dict[str, list[str]],
+    train_sources: dict[str, set[str]],
+    data: Path,
+    gate_dir: Path,
+    acceptance_of: Callable[[str, str], tuple[int, int]],
+    base_work: Path = DEFAULT_WORK,
+    models: Path = DEFAULT_MODELS,
+) -> list[dict[str, Any]]:
+    """Export the candidates in ``gate_dir/weights``, run the three systems on the validation
+    cases and score them: the case rows."""
+    export_candidates(gate_dir / "weights", gate_dir / "models", gate_dir / "onnx")
+    names = sorted({n for g in val_names for n in val_names[g]})
+    systems = {
+        "base": base_only_models(models, base_work / "models_lite_medsam"),
+        "alone": without_routers(gate_dir / "models", gate_dir / "models_alone"),
+        "routed": gate_dir / "models",
+    }
+    for system, folder in systems.items():
+        count, secs = run_missing("app", names, data, base_work, folder)
+        print(f"gate: {SYSTEM_NAMES[system]}: ran {count} cases without an output in {secs:.0f} s")
+    outputs = {s: output_folder("app", base_work, f) for s, f in systems.items()}
+    return case_rows(names, data, outputs, train_sources, acceptance_of)
+
+
+def router_acceptance(references: dict[str, Reference], features_of: Callable[[str], np.ndarray]):
+    """(group, case name) -> (accepted, boxes) by the group's reference."""
+
+    def acceptance_of(group: str, name: str) -> tuple[int, int]:
+        feats = features_of(name)
+        if group not in references or len(feats) == 0:
+            return 0, len(feats)
+        ref = references[group]
+        return int((ref.novelty(feats) <= ref.threshold).sum()), len(feats)
+
+    return acceptance_of
+
+
+def load_references(weights: Path) -> dict[str, Reference]:
+    return {p.parent.name: load_reference(p) for p in sorted(weights.glob(f"*/{ROUTER_FILE}"))}
+
+
+def settle_routes(
+    verdicts: list[RouteVerdict], rows: list[dict[str, Any]], candidates: Path, weights: Path, command: str
+) -> None:
+    """Ship each gated group's candidate (decoder + router) into ``weights`` with the routes it
+    passed and the per-source validation facts; a group that passed no route is removed."""
+    for group in sorted({v.group for v in verdicts}):
+        target = weights / group
+        shutil.rmtree(target, ignore_errors=True)
+        passed = [v for v in verdicts if v.group == group and v.accepted]
+        if not passed:
+            continue
+        card = json.loads((candidates / group / CARD_NAME).read_text())
+        card["routes"] = [{"dims": v.dims, "modality": v.modality} for v in passed]
+        card["validation"] = validation_facts(verdicts, source_results(rows), group, command)
+        write_candidate(target, card, candidates / group / DECODER_FILE)
+        shutil.copyfile(candidates / group / ROUTER_FILE, target / ROUTER_FILE)
+
+
+def drop_retired(weights: Path) -> list[str]:
+    """Remove shipped decoder specialists whose group no longer exists in GROUPS (e.g. the shared
+    3D model that per-modality 3D groups replaced); their keys."""
+    gone = []
+    for card_path in sorted(weights.glob(f"*/{CARD_NAME}")):
+        card = json.loads(card_path.read_text())
+        if card.get("kind") == "decoder specialist" and card_path.parent.name not in GROUPS:
+            shutil.rmtree(card_path.parent)
+            gone.append(card_path.parent.name)
+    return gone
+
+
+def validation_facts(
+    verdicts: list[RouteVerdict], sources: list[SourceResult], group: str, command: str
+) -> dict[str, Any]:
+    """A card's ``validation``: the rule, per route its verdict and per source its means."""
+
+    def rounded(means: dict[str, float]) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in means.items()}
+
+    return {
+        "command": command,
+        "rule": SOURCE_RULE.text,
+        **{
+            f"{v.modality} {v.dims}D": {
+                "accepted": v.accepted,
+                "reason": v.reason,
+                "in_source_cases": v.in_cases,
+                "in_source": rounded(v.in_source),
+                "sources": {
+                    s.source: {
+                        "seen": s.seen,
+                        "cases": s.cases,
+                        "router_accepted": f"{s.accepted}/{s.boxes}",
+                        **rounded(s.means),
+                    }  # fmt: skip
+                    for s in sources
+                    if (s.group, s.dims, s.modality) == (v.group, v.dims, v.modality)
+                },
+            }
+            for v in verdicts
+            if v.group == group
+        },
+    }
+
+
+def write_source_report(
+    rows: list[dict[str, Any]], verdicts: list[RouteVerdict], out: Path, command: str
+) -> None:
+    """``out/README.md`` (per route and per source), ``gate_cases.csv``, ``gate.json``, ``sources.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "gate_cases.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    sources = source_results(rows)
+    lines = [
+        "# Specialists: validation gate, per route and per source",
+        "",
+        f"Command: `{command}`. Validation: the `val` rows of `splits/public.csv` "
+        "(`../shared/data/public` and `public2`), split by source image / patient, with whole "
+        "sources held out. All three systems are the app (OpenVINO) with the challenge metrics: "
+        "LiteMedSAM = the general model; alone = the specialist on every box of its route; "
+        "routed = the product, the specialist behind its router (boxes unlike its training data "
+        f"go to LiteMedSAM). Rule: {SOURCE_RULE.text}. Decided per route (dims, modality).",
+        "",
+        "The router's threshold is set on the training cases (out-of-fold), never on these; but the "
+        "decoders were trained for a fixed number of steps and the same validation cases decide "
+        "whether a route ships and are reported here, which flatters small in-source gains.",
+        "",
+        "## Routes",
+        "",
+        "| group: route | shipped | why | in-source cases | LiteMedSAM DSC | alone DSC | routed DSC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        m = v.in_source
+        lines.append(
+            f"| {v.group}: {v.modality} {v.dims}D | {'yes' if v.accepted else 'no'} | {v.reason} | "
+            f"{v.in_cases} | {m['base_dsc']:.4f} | {m['alone_dsc']:.4f} | {m['routed_dsc']:.4f} |"
+        )
+    lines += [
+        "",
+        "## Per source (seen = the group trained on other cases of the source)",
+        "",
+        "| group: route | source | seen | cases | router took (boxes) | DSC LiteMedSAM | DSC alone | "
+        "DSC routed | NSD LiteMedSAM | NSD alone | NSD routed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sources:
+        m = s.means
+        took = f"{s.accepted}/{s.boxes} ({100 * s.accepted / max(1, s.boxes):.0f}%)"
+        lines.append(
+            f"| {s.group}: {s.modality} {s.dims}D | {s.source} | {'yes' if s.seen else 'no'} | {s.cases} | "
+            f"{took} | {m['base_dsc']:.4f} | {m['alone_dsc']:.4f} | {m['routed_dsc']:.4f} | "
+            f"{m['base_nsd']:.4f} | {m['alone_nsd']:.4f} | {m['routed_nsd']:.4f} |"
+        )
+    lines += ["", "![validation DSC per source](sources.png)", ""]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    facts = [asdict(v) for v in verdicts]
+    (out / "gate.json").write_text(json.dumps(facts, indent=2) + "\n")
+    plot_sources(sources, out / "sources.png")
+
+
+def plot_sources(sources: list[SourceResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(sources))
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(sources)), 4.5))
+    for offset, system in zip((-0.27, 0.0, 0.27), SYSTEMS, strict=True):
+        ax.bar(x + offset, [s.means[f"{system}_dsc"] for s in sources], 0.27, label=SYSTEM_NAMES[system])
+    ticks = [f"{s.modality} {s.dims}D\n{s.source}\n{'seen' if s.seen else 'UNSEEN'}" for s in sources]
+    ax.set_xticks(x, ticks, fontsize=6)
+    ax.set(
+        ylim=(0, 1), ylabel="validation mean DSC", title="Specialists per source: LiteMedSAM, alone, routed"
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
