@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="OpenVINO compiled-model cache (default: $SEG_CACHE_DIR, else "
         "~/.cache/medseg-appliance/openvino); 'none' disables it",
     )
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=None,
+        help="largest decompressed image admitted, in bytes, checked before reading (default: "
+        "$SEG_MAX_IMAGE_BYTES, else 1 GiB: the largest admitted cases stay far under 8 GB)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v progress, -vv details")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
     return parser
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path in cases:
         try:
-            result = predict_case(path, args.output, sessions)
+            result = predict_case(path, args.output, sessions, args.max_image_bytes)
             log.info(
                 "%s: done in %.2f s (model %s, %d encoder calls)",
                 result.name,

@@ -8,15 +8,18 @@ table "What happens with odd inputs"); anything else raises :class:`CaseError`.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
 
 import numpy as np
 
 from app.errors import CaseError
+from app.npz_safe import max_image_bytes as budget_bytes
+from app.npz_safe import read_arrays
 from app.routing import case_dims
 
 MAX_OBJECTS = 65535  # labels are uint16; 0 is background
@@ -26,7 +29,8 @@ MAX_OBJECTS = 65535  # labels are uint16; 0 is background
 class Case:
     """One validated case.
 
-    image: 2D (H, W, 3) uint8, or 3D (D, H, W) uint8 / (D, H, W, 3) uint8.
+    image: 2D (H, W) grey or (H, W, 3) uint8, or 3D (D, H, W) uint8 / (D, H, W, 3) uint8
+    (grey stays one channel: it is repeated to RGB only after the resize to the model input).
     boxes: (N, 4) or (N, 6) float64, order as in the file, pixel indices, inclusive.
     """
 
@@ -45,30 +49,27 @@ class Case:
         return self.image.shape[:3] if self.is_3d else self.image.shape[:2]
 
 
-def _read_arrays(path: Path, case: str) -> dict[str, np.ndarray]:
-    if not zipfile.is_zipfile(path):
-        raise CaseError(case, "is not a readable npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except ValueError as exc:  # object arrays need pickle: never unpickle untrusted input
-        raise CaseError(case, f"holds pickled/object arrays, which are refused ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise CaseError(case, f"is not a readable npz file ({type(exc).__name__}: {exc})") from None
-
-
 def _to_uint8(image: np.ndarray, case: str) -> np.ndarray:
-    """uint8 as is; other real dtypes rescaled min-max to 0..255 (the model min-max normalises)."""
+    """uint8 as is; other real dtypes rescaled min-max to 0..255 (the model min-max normalises).
+
+    Converted one slice (first axis) at a time, so the only full-size copy is the uint8 result
+    (a float64 copy of a large volume would be 8x the image)."""
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.bool_ or not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
         raise CaseError(case, f"imgs has unsupported dtype {image.dtype}; expected uint8")
-    values = image.astype(np.float64)
-    if not np.isfinite(values).all():
+    if np.issubdtype(image.dtype, np.floating) and not all(np.isfinite(s).all() for s in image):
         raise CaseError(case, "imgs contains NaN or infinite values")
-    lo, hi = float(values.min()), float(values.max())
-    scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
-    return np.rint(scaled).astype(np.uint8)
+    lo, hi = float(image.min()), float(image.max())
+    out = np.empty(image.shape, dtype=np.uint8)
+    for i, part in enumerate(image if image.ndim > 1 else [image]):
+        values = part.astype(np.float64)
+        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+        if image.ndim > 1:
+            out[i] = np.rint(scaled)
+        else:
+            out[:] = np.rint(scaled)
+    return out
 
 
 def _channels_last(image: np.ndarray, case: str, spatial: int) -> np.ndarray:
@@ -103,31 +104,31 @@ def _boxes(raw: np.ndarray, case: str, width: int) -> np.ndarray:
     return boxes
 
 
-def _infer_dims(name: str, arrays: dict[str, np.ndarray]) -> int:
+def infer_dims(name: str, image_shape: tuple[int, ...], boxes_shape: tuple[int, ...]) -> int:
     """2 or 3: from the file name prefix, else the box width, else the image shape."""
     dims = case_dims(name)
     if dims is not None:
         return dims
-    boxes = arrays["boxes"]
-    if boxes.ndim >= 1 and boxes.shape[-1] in (4, 6) and boxes.size > 0:
-        return 2 if boxes.shape[-1] == 4 else 3
-    image = arrays["imgs"]
-    return 2 if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4)) else 3
+    if len(boxes_shape) >= 1 and boxes_shape[-1] in (4, 6) and prod(boxes_shape) > 0:
+        return 2 if boxes_shape[-1] == 4 else 3
+    ndim = len(image_shape)
+    return 2 if ndim == 2 or (ndim == 3 and image_shape[-1] in (1, 3, 4)) else 3
 
 
-def load_case(path: Path) -> Case:
-    """Read and validate one npz. Raises CaseError naming the case and the problem."""
+def load_case(path: Path, max_image_bytes: int | None = None) -> Case:
+    """Read and validate one npz. Raises CaseError naming the case and the problem. Sizes are
+    checked against the image budget (:func:`app.npz_safe.max_image_bytes`) before any array
+    is decompressed."""
     name = path.name
-    arrays = _read_arrays(path, name)
-    missing = [k for k in ("imgs", "boxes") if k not in arrays]
-    if missing:
-        raise CaseError(name, f"missing key(s) {missing}; found {sorted(arrays)}")
-    dims = _infer_dims(name, arrays)
+    arrays, dims = read_arrays(
+        path,
+        name,
+        budget_bytes(max_image_bytes),
+        lambda m: infer_dims(name, m["imgs"].shape, m["boxes"].shape),
+    )
     if arrays["imgs"].size == 0:
         raise CaseError(name, f"imgs is empty: shape {arrays['imgs'].shape}")
     image = _channels_last(_to_uint8(arrays["imgs"], name), name, dims)
-    if dims == 2 and image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)  # grey (H, W) -> (H, W, 3)
     if min(image.shape[:dims]) < 1:
         raise CaseError(name, f"imgs has an empty axis: shape {image.shape}")
     boxes = _boxes(arrays["boxes"], name, 4 if dims == 2 else 6)
@@ -152,6 +153,34 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+# errno -> what a user can do about an output that cannot be written.
+OUTPUT_PROBLEMS: dict[int, str] = {
+    errno.EISDIR: "is a directory: remove or rename it",
+    errno.ENOSPC: "cannot be written: no space left on device",
+    errno.EDQUOT: "cannot be written: disk quota exceeded",
+    errno.EACCES: "cannot be written: permission denied",
+    errno.EPERM: "cannot be written: operation not permitted",
+    errno.EROFS: "cannot be written: read-only file system",
+    errno.ENOENT: "cannot be written: its folder no longer exists",
+}
+
+
+def check_output_path(path: Path, case: str) -> None:
+    """Refuse early (before any work) an output path that is a directory."""
+    if path.is_dir():
+        raise CaseError(case, f"output path {path} {OUTPUT_PROBLEMS[errno.EISDIR]}")
+
+
+def write_output(path: Path, segs: np.ndarray, case: str) -> None:
+    """:func:`save_segmentation`, with an OS failure turned into a CaseError that names the
+    case, the output path and the problem (never the temp file)."""
+    try:
+        save_segmentation(path, segs)
+    except OSError as exc:
+        problem = OUTPUT_PROBLEMS.get(exc.errno or -1, f"cannot be written ({exc.strerror or exc})")
+        raise CaseError(case, f"output path {path} {problem}") from None
 
 
 def save_segmentation(path: Path, segs: np.ndarray) -> None:

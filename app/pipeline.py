@@ -11,7 +11,7 @@ from pathlib import Path
 from app.infer_2d import segment_image
 from app.infer_3d import propagation_steps, segment_volume
 from app.novelty import BoxRouter
-from app.npz_io import load_case, save_segmentation
+from app.npz_io import check_output_path, load_case, write_output
 from app.routing import DEFAULT_MODEL_KEY, modality, route
 from app.sessions import SessionCache
 
@@ -60,10 +60,14 @@ def served_by(key: str, router: BoxRouter | None) -> str:
     return "+".join(keys)
 
 
-def predict_case(path: Path, out_dir: Path, sessions: SessionCache) -> CaseResult:
-    """Segment one npz and write ``out_dir/<same name>``. Raises CaseError on bad input."""
+def predict_case(
+    path: Path, out_dir: Path, sessions: SessionCache, max_image_bytes: int | None = None
+) -> CaseResult:
+    """Segment one npz and write ``out_dir/<same name>``. Raises CaseError on bad input or an
+    output that cannot be written; sizes beyond ``max_image_bytes`` are refused unread."""
     t0 = time.perf_counter()
-    case = load_case(path)
+    check_output_path(out_dir / path.name, path.name)
+    case = load_case(path, max_image_bytes)
     key = route(case.name, 3 if case.is_3d else 2, sessions.routes)
     session = sessions.get(key)
     router = box_router(key, sessions)
@@ -88,7 +92,7 @@ def predict_case(path: Path, out_dir: Path, sessions: SessionCache) -> CaseResul
         segs = segment_image(case.image, case.boxes, session, choose=router)
     if router is not None:
         log.info("%s: %s", case.name, router.summary(key, DEFAULT_MODEL_KEY))
-    save_segmentation(out_dir / case.name, segs)
+    write_output(out_dir / case.name, segs, case.name)
     return CaseResult(
         case.name, served_by(key, router), time.perf_counter() - t0, session.encoder_calls - calls_before
     )

@@ -30,10 +30,12 @@ def encoder_input(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, 
     """(H, W) or (H, W, 3) uint8 -> ((1, 3, S, S) float32 in [0, 1], (newh, neww)).
 
     INTER_AREA resize of the longest side, min-max over the resized image (all channels
-    jointly), zero padding bottom/right after normalising.
+    jointly), zero padding bottom/right after normalising. A grey image is resized first and
+    repeated to 3 channels after (the same values: the resize treats channels independently),
+    so no full-resolution RGB copy is made.
     """
     newh, neww = resized_hw(image.shape[:2], size)
-    resized = cv2.resize(to_rgb(image), (neww, newh), interpolation=cv2.INTER_AREA)  # (newh, neww, 3)
+    resized = to_rgb(cv2.resize(image, (neww, newh), interpolation=cv2.INTER_AREA))  # (newh, neww, 3)
     resized = resized.astype(np.float32)
     lo, hi = float(resized.min()), float(resized.max())
     normed = (resized - lo) / max(hi - lo, 1e-8)

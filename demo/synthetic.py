@@ -7,6 +7,9 @@ gts labels 1..N.
 
 from __future__ import annotations
 
+import io
+import warnings
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -111,4 +114,58 @@ def save_case(
         arrays["spacing"] = np.asarray(spacing, dtype=np.float64)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
+    return path
+
+
+# --- hostile files: npz archives written member by member, so a test can make a file that
+# lies. Each writes ``path`` and returns it; nothing is held in memory beyond one chunk.
+
+
+def _npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
+    """The npy header (format 1.0, magic included) of a C-order array."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def write_members(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A zip (deflated) of the given (member name, bytes), duplicates allowed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": that is the point
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as the bytes of an .npy file."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_lying_npy(path: Path, shape: tuple[int, ...], dtype: str, data: bytes, boxes: np.ndarray) -> Path:
+    """An npz whose ``imgs.npy`` header claims ``shape`` but holds ``data`` (header lies)."""
+    return write_members(
+        path, [("imgs.npy", _npy_header(shape, dtype) + data), ("boxes.npy", npy_bytes(boxes))]
+    )
+
+
+def write_bomb(
+    path: Path, shape: tuple[int, ...] = (60000, 60000, 3), boxes: np.ndarray | None = None
+) -> Path:
+    """A decompression bomb made honestly: a uint8 ``imgs`` of zeros of ``shape`` streamed into
+    the zip (deflate level 1, 64 MiB at a time), as ``np.savez_compressed(imgs=zeros)`` would
+    store it: 60000 x 60000 x 3 is 10.8 GB inflated, ~47 MB on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    boxes = np.array([[0, 0, 10, 10]]) if boxes is None else boxes
+    chunk = bytes(64 << 20)
+    total = int(np.prod(shape))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("imgs.npy", "w", force_zip64=True) as fh:
+            fh.write(_npy_header(shape, "|u1"))
+            for start in range(0, total, len(chunk)):
+                fh.write(chunk[: min(len(chunk), total - start)])
+        zf.writestr("boxes.npy", npy_bytes(boxes))
     return path

@@ -1,16 +1,22 @@
-"""``make memcheck``: peak memory of the appliance on the largest realistic cases.
+"""``make memcheck``: peak memory of the appliance on the largest cases, and on a bomb.
 
 Generates (documented as synthetic, for memory/timing only):
 - ``3DBox_CT_memcheck``: 287 x 512 x 512 uint8 volume, 6 ellipsoids with long z extents
   (the challenge's heaviest 3D shape), 6 boxes;
-- ``2DBox_Microscopy_memcheck``: 1024 x 1024 RGB with 1000 small blobs and 1000 boxes.
-Each runs in a fresh ``python -m app`` process; the peak RSS of that process (the kernel's
-high-water mark, ``ru_maxrss`` of the child) is reported against the 8 GB container limit.
+- ``2DBox_Microscopy_memcheck``: 1024 x 1024 RGB with 1000 small blobs and 1000 boxes;
+- the largest images the image budget admits (``app/npz_safe.py``): a 2D picture of
+  18900 x 18900 and a 1024 x 1024 x 1024 volume, one box each;
+- a folder holding a decompression bomb (``imgs`` of zeros claiming 60000 x 60000 x 3, 10.8 GB
+  inflated, ~47 MB on disk) between two good cases: the bomb must be refused by name, the good
+  cases written, exit code 1.
+Each folder runs in a fresh ``python -m app`` process; the peak RSS of that process (the
+kernel's high-water mark, ``ru_maxrss`` of the child) is reported against the 8 GB limit.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.synthetic import save_case, tight_boxes
+from app.npz_safe import DEFAULT_MAX_IMAGE_BYTES, human, processed_image_bytes
+from demo.synthetic import disks_2d, save_case, tight_boxes, write_bomb
 from evaluation.machine import describe, write_report
 
 LIMIT_GB = 8.0
@@ -70,14 +77,47 @@ PEAK_WRAPPER = (
 )
 
 
-def run_case(folder: Path, out: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS GB) of one fresh app process on ``folder``."""
+def largest_2d(budget: int = DEFAULT_MAX_IMAGE_BYTES):
+    """A grey square picture at the image budget (3 bytes a pixel), one box over a bright disc."""
+    side = int((budget // 3) ** 0.5)
+    img = np.full((side, side), 40, np.uint8)
+    lo, hi = side // 4, 3 * side // 4
+    img[lo:hi, lo:hi] = 200
+    return img, np.array([[lo, lo, hi - 1, hi - 1]]), None
+
+
+def largest_3d(budget: int = DEFAULT_MAX_IMAGE_BYTES):
+    """A cubic uint8 volume at the image budget, one box over 5 middle slices."""
+    side = round(budget ** (1 / 3))
+    vol = np.full((side, side, side), 40, np.uint8)
+    z, lo, hi = side // 2, side // 4, 3 * side // 4
+    vol[z - 2 : z + 3, lo:hi, lo:hi] = 200
+    return vol, np.array([[lo, lo, z - 2, hi - 1, hi - 1, z + 2]]), None
+
+
+def run_case(folder: Path, out: Path) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS GB, exit code) of one fresh app process on ``folder``."""
     peak_file = out.parent / "peak_kib.txt"
     cmd = [sys.executable, "-m", "app", "-v", "-i", str(folder), "-o", str(out)]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(peak_file), *cmd], check=True)
+    rc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(peak_file), *cmd], check=False).returncode
     wall = time.perf_counter() - t0
-    return wall, int(peak_file.read_text()) / 1024**2
+    return wall, int(peak_file.read_text()) / 1024**2, rc
+
+
+def bomb_run(root: Path) -> str:
+    """The bomb between two good cases: one table row (exit code, outputs, peak)."""
+    folder, out = root / "bomb" / "in", root / "bomb" / "out"
+    imgs, boxes, _ = disks_2d()
+    save_case(folder / "2DBox_US_a_good.npz", imgs, boxes)
+    write_bomb(folder / "2DBox_US_b_bomb.npz", (60000, 60000, 3))
+    save_case(folder / "2DBox_US_c_good.npz", imgs, boxes)
+    wall, peak, rc = run_case(folder, out)
+    written = sorted(p.name for p in out.glob("*.npz"))
+    return (
+        f"| bomb `imgs` (60000, 60000, 3) uint8 = 10.8 GB inflated, between 2 good cases | exit {rc}; "
+        f"written: {', '.join(written)} | {wall:.0f} | {peak:.2f} | {peak < LIMIT_GB} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,15 +125,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/memcheck.md"))
     args = parser.parse_args(argv)
     rows = []
+    cases = [
+        ("2DBox_Microscopy_memcheck", many_boxes_2d),
+        ("3DBox_CT_memcheck", big_volume),
+        ("2DBox_Mammography_largest", largest_2d),
+        ("3DBox_CT_largest", largest_3d),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name, make in [("2DBox_Microscopy_memcheck", many_boxes_2d), ("3DBox_CT_memcheck", big_volume)]:
+        for name, make in cases:
             imgs, boxes, _ = make()
             save_case(root / name / f"{name}.npz", imgs, boxes)
-            wall, peak = run_case(root / name, root / "out")
-            row = f"| {name} | {imgs.shape} | {len(boxes)} | {wall:.0f} | {peak:.2f} | {peak < LIMIT_GB} |"
-            rows.append(row)
+            cost = human(processed_image_bytes(imgs.shape, 3 if name.startswith("3D") else 2))
+            del imgs
+            wall, peak, rc = run_case(root / name, root / "out")
+            ok = peak < LIMIT_GB
+            rows.append(f"| {name} {cost} | {len(boxes)} boxes, exit {rc} | {wall:.0f} | {peak:.2f} | {ok} |")
             print(rows[-1], flush=True)
+            shutil.rmtree(root / "out", ignore_errors=True)
+        rows.append(bomb_run(root))
+        print(rows[-1], flush=True)
     lines = [
         "# Memory check: largest realistic cases",
         "",
@@ -102,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         "only). Peak RSS = high-water mark of the app process alone (`ru_maxrss` read by a small "
         "wrapper process, so the harness's own memory is not inherited).",
         "",
-        "| case | image shape | boxes | wall s | peak RSS GB | under 8 GB |",
-        "|---|---|---|---|---|---|",
+        f"Image budget: {human(DEFAULT_MAX_IMAGE_BYTES)} (`--max-image-bytes`, `SEG_MAX_IMAGE_BYTES`): an "
+        "image bigger than that, as stored or as the app counts it (2D at 3 bytes a pixel), is refused "
+        "from its npy header before anything is decompressed. `*_largest` are the largest images it admits.",
+        "",
+        "| case (image as the app counts it) | boxes, exit code | wall s | peak RSS GB | under 8 GB |",
+        "|---|---|---|---|---|",
         *rows,
         "",
         "The 3D embedding cache holds at most 256 embeddings of 4 MiB (1 GiB); see README, Conventions #11.",

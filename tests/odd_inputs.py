@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from demo.synthetic import npy_bytes, write_bomb, write_lying_npy, write_members
+
 Arrays = dict[str, np.ndarray]
 RGB = np.zeros((40, 50, 3), np.uint8)
 VOL = np.zeros((6, 40, 50), np.uint8)
@@ -31,10 +33,13 @@ class Odd:
     raw: bytes | None = None
     error: str | None = None  # CaseError text expected (None: the case succeeds)
     check: Callable[[np.ndarray], bool] = lambda segs: True
+    writer: Callable[[Path], Path] | None = None  # crafted archives (demo/synthetic.py)
 
     def write(self, folder: Path) -> Path:
         path = folder / self.name
-        if self.arrays is None:
+        if self.writer is not None:
+            self.writer(path)
+        elif self.arrays is None:
             path.write_bytes(self.raw or b"")
         else:
             with path.open("wb") as fh:  # a file object: np.savez would append ".npz" to ".NPZ"
@@ -55,7 +60,7 @@ CATALOGUE: list[Odd] = [
     Odd(
         "2DBox_US_grey.npz",
         "grey 2D image (H, W)",
-        "segmented; grey repeated to 3 channels",
+        "segmented; grey repeated to 3 channels after the resize",
         lambda: {"imgs": RGB[..., 0], "boxes": BOX},
         check=lambda s: s.shape == (40, 50) and s.max() == 1,
     ),
@@ -188,6 +193,67 @@ CATALOGUE: list[Odd] = [
         "error: refused, never unpickled",
         _obj_boxes,
         error="holds pickled/object arrays",
+    ),
+    # --- hostile archives: sizes are read from the npy headers before anything is inflated
+    Odd(
+        "2DBox_US_bomb.npz",
+        "decompression bomb: `imgs` of zeros claiming 20000 x 18000 x 3 (1.08 GB inflated, ~5 MB on disk)",
+        "error before reading: the claimed size and the image budget (1 GiB, `--max-image-bytes`) named",
+        writer=lambda p: write_bomb(p, (20000, 18000, 3)),
+        error="over the image budget of 1.1 GB",
+    ),
+    Odd(
+        "2DBox_US_headerbig.npz",
+        "npy header claims more data than the member holds",
+        "error: header and data disagree (corrupt or forged)",
+        writer=lambda p: write_lying_npy(p, (400, 400, 3), "|u1", bytes(100), BOX),
+        error="the npy header claims shape (400, 400, 3)",
+    ),
+    Odd(
+        "2DBox_US_headersmall.npz",
+        "npy header claims less data than the member holds",
+        "error: header and data disagree (corrupt or forged)",
+        writer=lambda p: write_lying_npy(p, (4, 4, 3), "|u1", bytes(40 * 50 * 3), BOX),
+        error="but the zip member holds 6.0 KB of data",
+    ),
+    Odd(
+        "2DBox_US_notnpy.npz",
+        "zip member `imgs.npy` that is not an npy array",
+        "error: not an npy array",
+        writer=lambda p: write_members(
+            p, [("imgs.npy", b"GIF89a not an array"), ("boxes.npy", npy_bytes(BOX))]
+        ),
+        error="member imgs.npy is not an npy array",
+    ),
+    Odd(
+        "2DBox_US_dupkey.npz",
+        "two zip members named `imgs.npy`",
+        "error: ambiguous, refused",
+        writer=lambda p: write_members(
+            p, [("imgs.npy", npy_bytes(RGB)), ("imgs.npy", npy_bytes(RGB)), ("boxes.npy", npy_bytes(BOX))]
+        ),
+        error="zip members for key 'imgs'",
+    ),
+    Odd(
+        "2DBox_US_structured.npz",
+        "structured dtype image",
+        "error: expected plain numbers",
+        lambda: {"imgs": np.zeros((40, 50), dtype=[("a", "u1"), ("b", "f4")]), "boxes": BOX},
+        error="structured dtype",
+    ),
+    Odd(
+        "2DBox_US_boxbomb.npz",
+        "`boxes` claiming 70000 x 6 values",
+        "error before reading: over the 65535-box limit",
+        lambda: {"imgs": RGB, "boxes": np.zeros((70000, 6))},
+        error="boxes claims shape (70000, 6)",
+    ),
+    Odd(
+        "2DBox_US_hugespacing.npz",
+        "oversized `spacing` (10^6 values)",
+        "segmented; spacing never read (informational only)",
+        lambda: {"imgs": RGB, "boxes": BOX, "spacing": np.zeros(10**6)},
+        check=lambda s: s.max() == 1,
     ),
     # --- boxes, 2D
     Odd(
@@ -375,6 +441,10 @@ CATALOGUE: list[Odd] = [
 # Behaviour of the batch, tested in tests/test_cli.py and tests/test_kill.py.
 BATCH_BEHAVIOUR: list[tuple[str, str]] = [
     ("a bad case among good ones", "reported by name on stderr; the others are written; exit code 1"),
+    (
+        "output path blocked (a folder with the case's name, no space, no permission)",
+        "error naming the case, the output path and the problem; the other cases are written",
+    ),
     ("output folder not creatable or not writable", "error naming the folder; exit code 2"),
     ("output file already exists", "replaced atomically (never appended to)"),
     ("process killed while writing", "no partial output (temp file + rename); the next run removes the temp"),

@@ -38,8 +38,8 @@ def test_loads_a_3d_case_with_spacing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("imgs", "shape"),
     [
-        (np.zeros((10, 12), np.uint8), (10, 12, 3)),  # grey
-        (np.zeros((10, 12, 1), np.uint8), (10, 12, 3)),
+        (np.zeros((10, 12), np.uint8), (10, 12)),  # grey: one channel until the resize
+        (np.zeros((10, 12, 1), np.uint8), (10, 12)),
         (np.zeros((10, 12, 4), np.uint8), (10, 12, 3)),  # RGBA: alpha dropped
     ],
 )
