@@ -1,8 +1,11 @@
 """``python -m app -i INPUT_DIR -o OUTPUT_DIR``: segment every ``*.npz`` in INPUT_DIR.
 
 Each case is written to ``OUTPUT_DIR/<same name>.npz`` (key ``segs``, uint16). A bad case is
-reported by name on stderr and skipped; the others still run. Exit code: 0 all cases written,
-1 some case failed, 2 the folders or models are unusable.
+reported by name on stderr and skipped; the others still run. Exit code: 0 all cases of the
+shard written (or skipped as done), 1 some case failed, 2 the folders, models or shard settings
+are unusable. Cohorts: ``--num-shards N --shard-index K`` (or the scheduler's variables, see
+app/shards.py) runs one shard; ``--skip-done`` skips finished outputs; every case's result is
+appended to ``OUTPUT_DIR/.medseg-results[-shard-K-of-N].jsonl``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from app.errors import CaseError
 from app.npz_io import remove_stale_temps
 from app.pipeline import predict_case
 from app.sessions import SessionCache, create_core, default_threads
+from app.shards import Record, append_record, is_done, shard_from
 
 log = logging.getLogger("app")
 
@@ -50,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="largest decompressed image admitted, in bytes, checked before reading (default: "
         "$SEG_MAX_IMAGE_BYTES, else 1 GiB: the largest admitted cases stay far under 8 GB)",
+    )
+    parser.add_argument("--num-shards", type=int, default=None, help="split the folder into N shards")
+    parser.add_argument(
+        "--shard-index",
+        type=int,
+        default=None,
+        help="the shard to run, 0..N-1 (default: JOB_COMPLETION_INDEX + SEG_NUM_SHARDS, or "
+        "SLURM_ARRAY_TASK_ID + SLURM_ARRAY_TASK_COUNT; else the whole folder)",
+    )
+    parser.add_argument("--skip-done", action="store_true", help="skip cases whose output is complete")
+    parser.add_argument(
+        "--results",
+        default="auto",
+        help="JSON-lines log of every case's result: a path, 'none', or 'auto' "
+        "(OUTPUT_DIR/.medseg-results[-shard-K-of-N].jsonl)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v progress, -vv details")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
@@ -111,36 +130,62 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         log.error(problem)
         return 2
+    try:
+        shard = shard_from(args.shard_index, args.num_shards)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     for stale in remove_stale_temps(args.output):
         log.info("removed %s, left by an interrupted run", stale.name)
-    cases = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".npz" and p.is_file())
+    found = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".npz" and p.is_file())
+    cases = [p for p in found if shard.holds(p.name)]
+    if shard.count > 1:
+        log.info("shard %d of %d: %d of %d cases", shard.index, shard.count, len(cases), len(found))
     t0 = time.perf_counter()
     try:
         sessions = SessionCache(create_core(_cache_dir(args.cache_dir)), args.models, default_threads())
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    failed = 0
+    results = {"auto": args.output / shard.results_name, "none": None}.get(args.results, Path(args.results))
+    counts = {"done": 0, "failed": 0, "skipped": 0}
     for path in cases:
-        try:
-            result = predict_case(path, args.output, sessions, args.max_image_bytes)
-            log.info(
-                "%s: done in %.2f s (model %s, %d encoder calls)",
-                result.name,
-                result.seconds,
-                result.model_key,
-                result.encoder_calls,
-            )
-        except CaseError as exc:
-            failed += 1
-            log.error("case failed: %s", exc)
-        except Exception as exc:  # noqa: BLE001 - one broken case must not stop the batch
-            failed += 1
-            log.error("case failed: %s: unexpected %s: %s", path.name, type(exc).__name__, exc)
-            log.debug("%s", traceback.format_exc())
-    summary = f"{len(cases) - failed} done, {failed} failed, {time.perf_counter() - t0:.1f} s"
+        record = run_one(path, args, sessions)
+        counts[record.status] += 1
+        if results is not None:
+            append_record(results, record)
+    summary = (
+        f"{counts['done']} done, {counts['failed']} failed"
+        + (f", {counts['skipped']} skipped (done before)" if counts["skipped"] else "")
+        + f", {time.perf_counter() - t0:.1f} s"
+    )
     print(f"app: {summary}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if counts["failed"] else 0
+
+
+def run_one(path: Path, args: argparse.Namespace, sessions: SessionCache) -> Record:
+    """Segment one case (or skip it when done); its result record. Never raises."""
+    if args.skip_done and is_done(args.output / path.name):
+        log.info("%s: skipped, output already complete", path.name)
+        return Record(path.name, "skipped", 0.0)
+    t0 = time.perf_counter()
+    try:
+        result = predict_case(path, args.output, sessions, args.max_image_bytes)
+    except CaseError as exc:
+        log.error("case failed: %s", exc)
+        return Record(path.name, "failed", time.perf_counter() - t0, error=exc.problem)
+    except Exception as exc:  # noqa: BLE001 - one broken case must not stop the batch
+        log.error("case failed: %s: unexpected %s: %s", path.name, type(exc).__name__, exc)
+        log.debug("%s", traceback.format_exc())
+        return Record(path.name, "failed", time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+    log.info(
+        "%s: done in %.2f s (model %s, %d encoder calls)",
+        result.name,
+        result.seconds,
+        result.model_key,
+        result.encoder_calls,
+    )
+    return Record(path.name, "done", round(result.seconds, 3), model=result.model_key)
 
 
 if __name__ == "__main__":

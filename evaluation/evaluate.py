@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app.routing import modality
+from app.routing import modality, source_tag
 from demo.overlay import montage_3d, overlay_2d, write_png
+from evaluation.datasets import DATA_ROOTS, as_one_folder
 from evaluation.metrics import SPACING_ORDERS, score_case, spacing_for_axes
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, output_folder, run_missing
 from evaluation.split import read_split
@@ -56,6 +57,27 @@ def score_one(case: Path, outputs: dict[str, Path], order: str) -> dict[str, obj
 def _mean(rows: list[dict[str, object]], key: str) -> float:
     vals = [float(r[key]) for r in rows if r[key] != "" and not math.isnan(float(r[key]))]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def source_table(rows: list[dict[str, object]]) -> list[str]:
+    """Per (modality, dims, source): cases and mean DSC/NSD of both systems."""
+    lines = [
+        "| modality | source | cases | DSC app | DSC baseline | diff | NSD app | NSD baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(f"{r['modality']} {r['dims']}", source_tag(str(r["case"]))) for r in rows})
+    for group, source in keys:
+        sub = [
+            r
+            for r in rows
+            if f"{r['modality']} {r['dims']}" == group and source_tag(str(r["case"])) == source
+        ]
+        m = {k: _mean(sub, k) for k in ("app_dsc", "baseline_dsc", "app_nsd", "baseline_nsd")}
+        lines.append(
+            f"| {group} | {source} | {len(sub)} | {m['app_dsc']:.4f} | {m['baseline_dsc']:.4f} | "
+            f"{m['app_dsc'] - m['baseline_dsc']:+.4f} | {m['app_nsd']:.4f} | {m['baseline_nsd']:.4f} |"
+        )
+    return lines
 
 
 def table(rows: list[dict[str, object]]) -> tuple[list[str], dict[str, dict[str, float]]]:
@@ -114,8 +136,8 @@ def worst_overlays(
     return lines
 
 
-def command_args(args: argparse.Namespace) -> str:
-    parts = [f"--data {args.data}", f"--spacing-order {args.spacing_order}"]
+def command_args(args: argparse.Namespace, folders: list[Path]) -> str:
+    parts = [f"--data {' '.join(map(str, folders))}", f"--spacing-order {args.spacing_order}"]
     if args.split is not None:
         parts.append(f"--split {args.split} --subset {args.subset}")
     return " ".join(parts)
@@ -123,7 +145,7 @@ def command_args(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
+    parser.add_argument("--data", type=Path, nargs="+", default=[DATA_ROOTS["public"]], help="data folders")
     parser.add_argument("--out", type=Path, default=Path("reports/eval"))
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="outputs per system (resumable)")
     parser.add_argument(
@@ -135,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worst", type=int, default=4, help="overlays of the app's worst cases")
     parser.add_argument("--skip-run", action="store_true", help="score existing outputs only")
     args = parser.parse_args(argv)
+    folders, args.data = args.data, as_one_folder(args.data)
     names = select_cases(args.data, args.split, args.subset)
     outputs = {s: output_folder(s, args.work, args.models) for s in SYSTEMS}
     if not args.skip_run:
@@ -153,12 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     report = [
         "# Accuracy: app vs LiteMedSAM baseline oracle",
         "",
-        f"Data: `{args.data}`, {subset}, {len(names)} cases. Spacing order: {args.spacing_order}. "
-        f"{time.strftime('%Y-%m-%d')}. Command: `python -m evaluation.evaluate {command_args(args)}`.",
+        f"Data: `{' '.join(map(str, folders))}`, {subset}, {len(names)} cases. "
+        f"Spacing order: {args.spacing_order}. {time.strftime('%Y-%m-%d')}. "
+        f"Command: `python -m evaluation.evaluate {command_args(args, folders)}`.",
         "Challenge metrics: case DSC = mean over labels; NSD at 2 px (2D) / 2 mm (3D), "
         "0 when the case DSC <= 0.2.",
         "",
         *lines,
+        "",
+        "Per source:",
+        "",
+        *source_table(rows),
         "",
         "![per-modality DSC and NSD](modalities.png)",
         "",

@@ -53,7 +53,7 @@ def test_a_bomb_is_refused_by_name_and_the_batch_goes_on(bomb_folder: Path, mode
     out = bomb_folder.parent / "out"
     done, peak_gb = run_app(bomb_folder, out)
     assert done.returncode == 1, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["2DBox_US_a_good.npz", "2DBox_US_c_good.npz"]
+    assert sorted(p.name for p in out.glob("*.npz")) == ["2DBox_US_a_good.npz", "2DBox_US_c_good.npz"]
     line = next(x for x in done.stderr.splitlines() if "2DBox_US_b_bomb.npz" in x)
     assert "imgs claims shape (20000, 18000, 3) uint8 = 1.1 GB decompressed" in line
     assert "image budget of 1.1 GB" in line and "--max-image-bytes" in line
