@@ -229,3 +229,34 @@ def test_source_gate_ships_only_without_a_loss_on_unseen_sources() -> None:
     assert not thin[0].accepted and "in-source" in thin[0].reason
     flat = route_verdicts([row("DRIVE", True, 0.5, 0.505) for _ in range(3)])
     assert not flat[0].accepted
+
+
+def test_settle_ships_passed_routes_with_the_router_and_drops_retired_groups(tmp_path: Path) -> None:
+    from export.specs import CARD_NAME
+    from train.source_gate import ROUTER_FILE, drop_retired, settle_routes
+
+    candidates, weights = tmp_path / "candidates", tmp_path / "weights"
+    for group in ("fundus_2d", "us_2d"):
+        folder = candidates / group
+        folder.mkdir(parents=True)
+        (folder / "decoder_fp16.pt").write_bytes(b"weights")
+        (folder / ROUTER_FILE).write_bytes(b"router")
+        card = {"key": group, "kind": "decoder specialist", "routes": [{"dims": 2, "modality": "x"}]}
+        (folder / CARD_NAME).write_text(json.dumps(card))
+    (weights / "volumes_3d").mkdir(parents=True)  # a group that no longer exists
+    (weights / "volumes_3d" / CARD_NAME).write_text(json.dumps({"kind": "decoder specialist"}))
+    (weights / "student_x").mkdir()  # not a decoder specialist: never touched
+    (weights / "student_x" / CARD_NAME).write_text(json.dumps({"kind": "student encoder"}))
+    us = [{**row("HC18", True, 0.90, 0.95), "group": "us_2d", "modality": "US"} for _ in range(3)]
+    us.append({**row("BUSI", False, 0.80, 0.70), "group": "us_2d", "modality": "US"})  # loses: not shipped
+    fundus = [row("DRIVE", True, 0.2, 0.5) for _ in range(3)] + [row("IDRiD", False, 0.97, 0.97)]
+    rows = fundus + us
+    settle_routes(route_verdicts(rows), rows, candidates, weights, "test")
+    assert drop_retired(weights) == ["volumes_3d"]
+    assert sorted(p.name for p in weights.iterdir()) == ["fundus_2d", "student_x"]
+    card = json.loads((weights / "fundus_2d" / CARD_NAME).read_text())
+    assert card["routes"] == [{"dims": 2, "modality": "Fundus"}]
+    facts = card["validation"]["Fundus 2D"]
+    assert facts["accepted"] and facts["sources"]["IDRiD"]["seen"] is False
+    assert facts["sources"]["DRIVE"]["router_accepted"] == "3/3"
+    assert (weights / "fundus_2d" / ROUTER_FILE).read_bytes() == b"router"

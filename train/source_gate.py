@@ -350,3 +350,53 @@ def plot_sources(sources: list[SourceResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def read_case_rows(path: Path) -> list[dict[str, Any]]:
+    """``gate_cases.csv`` back into case rows (types restored)."""
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["seen"] = r["seen"] == "True"
+        r["dims_n"], r["accepted"], r["boxes"] = int(r["dims_n"]), int(r["accepted"]), int(r["boxes"])
+    return rows
+
+
+def shipped_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per source of every route, LiteMedSAM, the specialist alone, the specialist with
+    its router, and the product (routed where the route ships, else LiteMedSAM), with the
+    router's acceptance; shipped routes first."""
+    verdicts = {(v.group, v.dims, v.modality): v for v in route_verdicts(rows)}
+    lines = [
+        "| route | shipped | source | seen in training | cases | router took | DSC LiteMedSAM | "
+        "DSC alone | DSC routed | DSC product | NSD LiteMedSAM | NSD product |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    def order(s: SourceResult) -> tuple:
+        return (not verdicts[(s.group, s.dims, s.modality)].accepted, s.modality, not s.seen, s.source)
+
+    for s in sorted(source_results(rows), key=order):
+        v, m = verdicts[(s.group, s.dims, s.modality)], s.means
+        product = "routed" if v.accepted else "base"  # a route that does not ship serves LiteMedSAM
+        lines.append(
+            f"| {s.modality} {s.dims}D | {'yes' if v.accepted else 'no'} | {s.source} | "
+            f"{'yes' if s.seen else 'no'} | {s.cases} | {s.accepted}/{s.boxes} | {m['base_dsc']:.3f} | "
+            f"{m['alone_dsc']:.3f} | {m['routed_dsc']:.3f} | {m[f'{product}_dsc']:.3f} | {m['base_nsd']:.3f} | "
+            f"{m[f'{product}_nsd']:.3f} |"
+        )
+    return lines
+
+
+def update_readme(readme: Path, report: Path) -> None:
+    """Replace the table between the specialists-table markers with :func:`shipped_table`."""
+    start, end = "<!-- specialists-table:start -->\n", "\n<!-- specialists-table:end -->"
+    text = readme.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    table = "\n".join(shipped_table(read_case_rows(report / "gate_cases.csv")))
+    readme.write_text(head + start + table + end + tail)
+
+
+if __name__ == "__main__":
+    # python -m train.source_gate: README's per-source table from reports/specialists/gate_cases.csv
+    update_readme(Path("README.md"), Path("reports/specialists"))
