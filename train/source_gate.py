@@ -381,8 +381,8 @@ def shipped_table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {s.modality} {s.dims}D | {'yes' if v.accepted else 'no'} | {s.source} | "
             f"{'yes' if s.seen else 'no'} | {s.cases} | {s.accepted}/{s.boxes} | {m['base_dsc']:.3f} | "
-            f"{m['alone_dsc']:.3f} | {m['routed_dsc']:.3f} | {m[f'{product}_dsc']:.3f} | {m['base_nsd']:.3f} | "
-            f"{m[f'{product}_nsd']:.3f} |"
+            f"{m['alone_dsc']:.3f} | {m['routed_dsc']:.3f} | {m[f'{product}_dsc']:.3f} | "
+            f"{m['base_nsd']:.3f} | {m[f'{product}_nsd']:.3f} |"
         )
     return lines
 
