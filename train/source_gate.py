@@ -177,7 +177,13 @@ def run_source_gate(
     models: Path = DEFAULT_MODELS,
 ) -> list[dict[str, Any]]:
     """Export the candidates in ``gate_dir/weights``, run the three systems on the validation
-    cases and score them: the case rows."""
+    cases and score them: the case rows.
+
+    The product's output of a case whose boxes the router decides unanimously is, bit for bit,
+    another system's (every box rejected: LiteMedSAM's; every box accepted: the specialist
+    alone's; same IR, same embedding, same decoder per box), so it is copied from there and
+    only the cases with mixed decisions run the product (the app's decisions use the same
+    feature code as ``acceptance_of``)."""
     export_candidates(gate_dir / "weights", gate_dir / "models", gate_dir / "onnx")
     names = sorted({n for g in val_names for n in val_names[g]})
     systems = {
@@ -185,10 +191,22 @@ def run_source_gate(
         "alone": without_routers(gate_dir / "models", gate_dir / "models_alone"),
         "routed": gate_dir / "models",
     }
-    for system, folder in systems.items():
-        count, secs = run_missing("app", names, data, base_work, folder)
-        print(f"gate: {SYSTEM_NAMES[system]}: ran {count} cases without an output in {secs:.0f} s")
     outputs = {s: output_folder("app", base_work, f) for s, f in systems.items()}
+    for system in ("base", "alone"):
+        count, secs = run_missing("app", names, data, base_work, systems[system])
+        print(f"gate: {SYSTEM_NAMES[system]}: ran {count} cases without an output in {secs:.0f} s")
+    mixed = []
+    outputs["routed"].mkdir(parents=True, exist_ok=True)
+    for name in names:
+        accepted, boxes = acceptance_of(group_of(name), name)
+        same_as = "base" if accepted == 0 else ("alone" if accepted == boxes else None)
+        if same_as is None:
+            mixed.append(name)
+        elif not (outputs["routed"] / name).is_file():
+            shutil.copyfile(outputs[same_as] / name, outputs["routed"] / name)
+    count, secs = run_missing("app", mixed, data, base_work, systems["routed"])
+    print(f"gate: specialist + router: {len(names) - len(mixed)} cases decided unanimously (copied), "
+          f"ran {count} with mixed decisions in {secs:.0f} s")  # fmt: skip
     return case_rows(names, data, outputs, train_sources, acceptance_of)
 
 
@@ -292,6 +310,10 @@ def write_source_report(
         "LiteMedSAM = the general model; alone = the specialist on every box of its route; "
         "routed = the product, the specialist behind its router (boxes unlike its training data "
         f"go to LiteMedSAM). Rule: {SOURCE_RULE.text}. Decided per route (dims, modality).",
+        "",
+        "Routed outputs of cases whose boxes the router decided unanimously are copied from the "
+        "LiteMedSAM or the specialist-alone run (identical by construction); cases with mixed "
+        "decisions run the product itself.",
         "",
         "The router's threshold is set on the training cases (out-of-fold), never on these; but the "
         "decoders were trained for a fixed number of steps and the same validation cases decide "
