@@ -58,17 +58,21 @@ def _to_uint8(image: np.ndarray, case: str) -> np.ndarray:
         return image
     if image.dtype == np.bool_ or not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
         raise CaseError(case, f"imgs has unsupported dtype {image.dtype}; expected uint8")
-    if np.issubdtype(image.dtype, np.floating) and not all(np.isfinite(s).all() for s in image):
+    slices = [image] if image.ndim < 2 else image  # one slice (first axis) at a time
+    if np.issubdtype(image.dtype, np.floating) and not all(np.isfinite(part).all() for part in slices):
         raise CaseError(case, "imgs contains NaN or infinite values")
     lo, hi = float(image.min()), float(image.max())
-    out = np.empty(image.shape, dtype=np.uint8)
-    for i, part in enumerate(image if image.ndim > 1 else [image]):
+
+    def scaled(part: np.ndarray) -> np.ndarray:
         values = part.astype(np.float64)
-        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
-        if image.ndim > 1:
-            out[i] = np.rint(scaled)
-        else:
-            out[:] = np.rint(scaled)
+        return np.rint((values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values))
+
+    out = np.empty(image.shape, dtype=np.uint8)
+    if image.ndim < 2:
+        out[...] = scaled(image)
+    else:
+        for i, part in enumerate(image):
+            out[i] = scaled(part)
     return out
 
 

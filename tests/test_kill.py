@@ -61,6 +61,7 @@ def test_kill_mid_inference_and_mid_write_leaves_no_partial_output(tmp_path, mod
         capture_output=True,
     )
     assert done.returncode == 0
-    assert sorted(p.name for p in outputs.iterdir()) == [NAME]  # temp removed, result complete
+    assert sorted(p.name for p in outputs.glob("*.npz")) == [NAME]  # result complete
+    assert not [p for p in outputs.iterdir() if p.name.endswith(".tmp")]  # temp removed
     with np.load(outputs / NAME) as data:
         assert data["segs"].shape == (6, 1400, 1400) and data["segs"].dtype == np.uint16

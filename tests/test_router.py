@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,8 @@ def test_shipped_cards_name_their_router_with_its_checksum() -> None:
         assert sha256_file(spec.router.path) == spec.router.sha256
         facts = spec.card["router"]["facts"]
         assert {"threshold", "reference_rows", "out_of_fold_quantile"} <= set(facts)
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(spec.router.path)], check=False)
+        assert ignored.returncode == 1, f"{spec.router.path} is git-ignored: a clean clone would lack it"
 
 
 def row(source: str, seen: bool, base: float, routed: float, mod: str = "Fundus") -> dict[str, object]:

@@ -394,6 +394,7 @@ def shipped_table(rows: list[dict[str, Any]]) -> list[str]:
         "DSC alone | DSC routed | DSC product | NSD LiteMedSAM | NSD product |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
     def order(s: SourceResult) -> tuple:
         return (not verdicts[(s.group, s.dims, s.modality)].accepted, s.modality, not s.seen, s.source)
 
