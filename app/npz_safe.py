@@ -111,7 +111,7 @@ def inspect(zf: zipfile.ZipFile, case: str) -> dict[str, Member]:
                 shape, dtype, fortran, offset = _read_header(fh)
         except (ValueError, SyntaxError, EOFError) as exc:
             raise CaseError(case, f"member {name} is not an npy array ({exc})") from None
-        except (zipfile.BadZipFile, OSError, NotImplementedError, zlib.error) as exc:
+        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, zlib.error) as exc:
             raise CaseError(case, f"member {name} cannot be read ({type(exc).__name__}: {exc})") from None
         member = Member(key, name, shape, dtype, fortran, offset, info.file_size)
         if dtype.hasobject:
@@ -185,5 +185,15 @@ def read_arrays(
             return {key: read_member(zf, m) for key, m in members.items()}, dims
     except CaseError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+    # zipfile raises NotImplementedError for an unknown zip version or method and RuntimeError
+    # for an encrypted member: all of them mean "not a readable npz" here.
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        zlib.error,
+    ) as exc:
         raise CaseError(case, f"is not a readable npz file ({type(exc).__name__}: {exc})") from None
