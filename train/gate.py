@@ -209,6 +209,14 @@ def group_validation(results: list[GateResult], group: str, command: str) -> dic
     }
 
 
+def write_cases_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    """A gate's per-case rows as CSV (columns: the first row's keys)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_report(
     results: list[GateResult],
     rows: list[dict[str, object]],
@@ -217,10 +225,7 @@ def write_report(
     what: str = "specialist",
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "gate_cases.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_cases_csv(out / "gate_cases.csv", rows)
     lines = [
         f"# {what.capitalize()}: validation gate",
         "",

@@ -39,7 +39,7 @@ from evaluation.runner import (
     without_routers,
 )
 from export.specs import CARD_NAME
-from train.gate import DECODER_FILE, export_candidates, write_candidate
+from train.gate import DECODER_FILE, export_candidates, write_candidate, write_cases_csv
 from train.groups import GROUPS, group_of
 
 SYSTEMS = ("base", "alone", "routed")
@@ -296,10 +296,7 @@ def write_source_report(
 ) -> None:
     """``out/README.md`` (per route and per source), ``gate_cases.csv``, ``gate.json``, ``sources.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "gate_cases.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_cases_csv(out / "gate_cases.csv", rows)
     sources = source_results(rows)
     lines = [
         "# Specialists: validation gate, per route and per source",
