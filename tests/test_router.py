@@ -263,3 +263,21 @@ def test_settle_ships_passed_routes_with_the_router_and_drops_retired_groups(tmp
     assert facts["accepted"] and facts["sources"]["IDRiD"]["seen"] is False
     assert facts["sources"]["DRIVE"]["router_accepted"] == "3/3"
     assert (weights / "fundus_2d" / ROUTER_FILE).read_bytes() == b"router"
+
+
+def test_gating_some_groups_keeps_the_other_groups_rows_in_the_report(tmp_path: Path) -> None:
+    from train.source_gate import with_earlier_rows, write_source_report
+
+    fundus = [row("DRIVE", True, 0.2, 0.5) for _ in range(3)]
+    us = [{**row("HC18", True, 0.90, 0.95), "group": "us_2d", "modality": "US"} for _ in range(3)]
+    report = tmp_path / "specialists"
+    write_source_report(fundus + us, route_verdicts(fundus + us), report, "first run")
+    again = [row("DRIVE", True, 0.2, 0.1) for _ in range(3)]  # fundus regated: now it loses
+    rows = with_earlier_rows(again, report / "gate_cases.csv")
+    assert sorted(r["group"] for r in rows) == ["fundus_2d"] * 3 + ["us_2d"] * 3
+    assert [r for r in rows if r["group"] == "fundus_2d"] == again  # never the stale fundus rows
+    write_source_report(rows, route_verdicts(rows), report, "second run", gated=["fundus_2d"])
+    text = (report / "README.md").read_text()
+    assert "the cases of us_2d are kept from the earlier gate run" in text
+    assert "| us_2d: US 2D | yes |" in text and "| fundus_2d: Fundus 2D | no |" in text
+    assert with_earlier_rows(again, tmp_path / "missing.csv") == again

@@ -46,6 +46,7 @@ from train.source_gate import (
     router_acceptance,
     run_source_gate,
     settle_routes,
+    with_earlier_rows,
     write_source_report,
 )
 
@@ -176,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_source_gate(val_names, train_sources, data, args.gate_dir, acceptance_of)
     verdicts = route_verdicts(rows)
     settle_routes(verdicts, rows, args.gate_dir / "weights", args.weights, command)
+    report = args.report.parent / "specialists"
+    rows = with_earlier_rows(rows, report / "gate_cases.csv")
     for key in drop_retired(args.weights):
         print(f"gate: removed {args.weights / key}: no such group in train/groups.py", file=sys.stderr)
-    write_source_report(rows, verdicts, args.report.parent / "specialists", command)
+    write_source_report(rows, route_verdicts(rows), report, command, gated=sorted(val_names))
     for v in verdicts:
         verdict = "shipped" if v.accepted else "keeps LiteMedSAM"
         print(f"gate: {v.group}: {v.modality} {v.dims}D: {verdict} ({v.reason})", file=sys.stderr)

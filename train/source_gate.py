@@ -292,12 +292,17 @@ def validation_facts(
 
 
 def write_source_report(
-    rows: list[dict[str, Any]], verdicts: list[RouteVerdict], out: Path, command: str
+    rows: list[dict[str, Any]],
+    verdicts: list[RouteVerdict],
+    out: Path,
+    command: str,
+    gated: list[str] | None = None,
 ) -> None:
     """``out/README.md`` (per route and per source), ``gate_cases.csv``, ``gate.json``, ``sources.png``."""
     out.mkdir(parents=True, exist_ok=True)
     write_cases_csv(out / "gate_cases.csv", rows)
     sources = source_results(rows)
+    kept_note = kept_groups_note(rows, gated)
     lines = [
         "# Specialists: validation gate, per route and per source",
         "",
@@ -316,6 +321,7 @@ def write_source_report(
         "decoders were trained for a fixed number of steps and the same validation cases decide "
         "whether a route ships and are reported here, which flatters small in-source gains.",
         "",
+        *kept_note,
         "## Routes",
         "",
         "| group: route | shipped | why | in-source cases | LiteMedSAM DSC | alone DSC | routed DSC |",
@@ -369,6 +375,27 @@ def plot_sources(sources: list[SourceResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def kept_groups_note(rows: list[dict[str, Any]], gated: list[str] | None) -> list[str]:
+    """Report lines naming the groups whose rows came from an earlier gate run (none: [])."""
+    earlier = sorted({r["group"] for r in rows} - set(gated or [])) if gated else []
+    if not earlier:
+        return []
+    return [
+        f"Groups gated by this command: {', '.join(sorted(gated))}; the cases of {', '.join(earlier)} "
+        "are kept from the earlier gate run (their verdicts stand).",
+        "",
+    ]
+
+
+def with_earlier_rows(rows: list[dict[str, Any]], previous: Path) -> list[dict[str, Any]]:
+    """``rows`` plus the rows of ``previous`` (an earlier ``gate_cases.csv``) whose group this
+    run did not gate: gating some groups keeps the others' measured cases in the report."""
+    if not previous.is_file():
+        return rows
+    gated = {r["group"] for r in rows}
+    return [r for r in read_case_rows(previous) if r["group"] not in gated] + rows
 
 
 def read_case_rows(path: Path) -> list[dict[str, Any]]:
