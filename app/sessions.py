@@ -130,6 +130,7 @@ class SessionCache:
             raise ValueError(msg)
         self._config = compile_config(threads)
         self._compiled: dict[Path, ov.CompiledModel] = {}  # shared graphs compile once
+        self.compiles = 0  # graphs compiled by this cache (a cohort worker checks: once each)
         self._sessions: dict[str, SamSession] = {}
         self._references: dict[str, Reference | None] = {}
 
@@ -158,7 +159,22 @@ class SessionCache:
     def _compile(self, xml: Path) -> ov.CompiledModel:
         if xml not in self._compiled:
             self._compiled[xml] = self._core.compile_model(str(xml), "CPU", self._config)
+            self.compiles += 1
         return self._compiled[xml]
+
+
+def cache_dir_from(arg: Path | None) -> Path | None:
+    """Compiled-model cache folder, or None when disabled or not writable (then: no cache)."""
+    if arg is not None and str(arg).lower() == "none":
+        return None
+    env = os.environ.get("SEG_CACHE_DIR")
+    default = Path(env) if env else Path.home() / ".cache" / "medseg-appliance" / "openvino"
+    cache = arg if arg is not None else default
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # not creatable: run without a compiled-model cache
+    return cache if os.access(cache, os.W_OK) else None
 
 
 def default_threads() -> int | None:

@@ -1,0 +1,192 @@
+"""``make cohort-bench DATA=<folder>``: cohort throughput on this machine, four ways.
+
+On the same sample of cases (``--per-group`` per modality x dims group of DATA, sorted names):
+- ``per-case processes``: one fresh ``python -m app`` per case, one after another (the challenge's
+  protocol: every case pays interpreter start, imports and model load);
+- ``one process``: one ``python -m app`` over the whole folder (models loaded once);
+- ``N shard processes``: N ``python -m app --num-shards N --shard-index K`` at once, each with
+  cores / N OpenVINO threads (what a Kubernetes Indexed Job or a SLURM array does per node);
+- ``Dask, N workers``: ``python -m cohort --workers N`` (cores / N threads each).
+Every mode starts from an empty output folder and a warm compiled-model cache. Reports cases per
+minute, the wall time, and the per-case overhead (wall minus the cases' own seconds from the
+results log, per case), then, on paper, the wall-clock hours of a 10^5-case cohort on k machines
+like this one at the best measured rate. Writes ``reports/cohort.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.bench import sample_cases
+from evaluation.datasets import DEFAULT_DATA
+from evaluation.machine import describe, write_report
+
+COHORT_SIZE = 100_000
+MACHINES = (1, 8, 64)
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    wall: float
+    cases: int
+    case_seconds: float  # sum of the cases' own seconds (results logs)
+    failed: int
+
+    @property
+    def per_minute(self) -> float:
+        return 60 * self.cases / self.wall
+
+    @property
+    def overhead(self) -> float:
+        """Seconds per case not spent in the case itself (start-up, imports, loads, scheduling)."""
+        return (self.wall - self.case_seconds) / self.cases
+
+
+def app_cmd(inputs: Path, outputs: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "app", "-q", "-i", str(inputs), "-o", str(outputs), *extra]
+
+
+def results_of(outputs: Path) -> list[dict]:
+    """Every per-case record under ``outputs`` (all shards' logs)."""
+    return [
+        json.loads(line)
+        for log in sorted(outputs.glob(".medseg-results*.jsonl"))
+        for line in log.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def timed(commands: list[list[str]], env: dict[str, str]) -> float:
+    """Wall seconds of ``commands`` run at once (exit 1, some case failed, is counted from the
+    results; anything else stops the measurement)."""
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands
+    ]
+    for proc, cmd in zip(procs, commands, strict=True):
+        _, err = proc.communicate()
+        if proc.returncode not in (0, 1):
+            msg = f"{' '.join(cmd[:4])} ... exited {proc.returncode}: {err.decode()[-500:]}"
+            raise RuntimeError(msg)
+    return time.perf_counter() - t0
+
+
+def mode(name: str, wall: float, outputs: Path) -> Mode:
+    records = results_of(outputs)
+    failed = sum(r["status"] == "failed" for r in records)
+    mode = Mode(name, wall, len(records), sum(r["seconds"] for r in records), failed)
+    print(
+        f"cohort-bench: {name}: {mode.cases} cases in {wall:.1f} s ({mode.per_minute:.1f}/min)",
+        file=sys.stderr,
+    )
+    return mode
+
+
+def per_case_processes(inputs: Path, work: Path, env: dict[str, str]) -> Mode:
+    """One fresh process per case, sequential; the records of all go to one log."""
+    outputs, single = fresh(work / "per_case_out"), work / "single_in"
+    wall = 0.0
+    for case in sorted(inputs.glob("*.npz")):
+        fresh(single)
+        (single / case.name).symlink_to(case.resolve())
+        wall += timed([app_cmd(single, outputs)], env)
+    return mode("per-case processes", wall, outputs)
+
+
+def run_modes(inputs: Path, work: Path, workers: int) -> list[Mode]:
+    cores = os.cpu_count() or 1
+    env = {**os.environ}
+    threads = {**env, "SEG_THREADS": str(max(1, cores // workers))}
+    modes = [per_case_processes(inputs, work, env)]
+    out = fresh(work / "one_out")
+    modes.append(mode("one process", timed([app_cmd(inputs, out)], env), out))
+    out = fresh(work / "shards_out")
+    shards = [
+        app_cmd(inputs, out, "--num-shards", str(workers), "--shard-index", str(k)) for k in range(workers)
+    ]
+    modes.append(mode(f"{workers} shard processes", timed(shards, threads), out))
+    out = fresh(work / "dask_out")
+    dask = [sys.executable, "-m", "cohort", "-i", str(inputs), "-o", str(out), "--workers", str(workers)]
+    modes.append(mode(f"Dask, {workers} workers", timed([dask], env), out))
+    return modes
+
+
+def report_lines(modes: list[Mode], cases: int, data: list[Path], per_group: int) -> list[str]:
+    best = max(modes, key=lambda m: m.per_minute)
+    lines = [
+        "# Cohort throughput",
+        "",
+        f"Command: `make cohort-bench` (`python -m evaluation.cohort_bench --per-group {per_group}`). "
+        f"Machine: {describe()}. Cases: {cases} ({per_group} per modality x dims group of "
+        f"{', '.join(map(str, data))}, sorted names), warm compiled-model cache, empty outputs.",
+        "",
+        "| mode | cases | failed | wall s | cases / min | overhead s / case |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in modes:
+        lines.append(
+            f"| {m.name} | {m.cases} | {m.failed} | {m.wall:.1f} | {m.per_minute:.1f} | {m.overhead:.2f} |"
+        )
+    lines += [
+        "",
+        "Overhead: wall time minus the cases' own seconds (the results log), per case: interpreter "
+        "start, imports and model loading for a fresh process per case; scheduling and result "
+        "transfer for Dask.",
+        "",
+        f"## On paper: {COHORT_SIZE:,} cases of this mix",
+        "",
+        f"At the best measured rate ({best.name}, {best.per_minute:.1f} cases / min per machine "
+        "like this one):",
+        "",
+        "| machines | wall-clock hours |",
+        "|---|---|",
+    ]
+    for k in MACHINES:
+        lines.append(f"| {k} | {COHORT_SIZE / (best.per_minute * k) / 60:.1f} |")
+    lines += [
+        "",
+        "Assumes the cases' mix of this sample and machines that do not share cores; shared "
+        "storage bandwidth and a scheduler's own limits are not measured here.",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.cohort_bench", description=__doc__)
+    parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA))
+    parser.add_argument("--per-group", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="shard processes and Dask workers")
+    parser.add_argument("--out", type=Path, default=Path("reports/cohort.md"))
+    args = parser.parse_args(argv)
+    data = [d for d in args.data if d.is_dir()]
+    if not data:
+        parser.error(f"no data folder among {args.data}")
+    cases = [p for d in data for p in sample_cases(d, args.per_group)]
+    with tempfile.TemporaryDirectory(prefix="cohort_bench_") as tmp:
+        inputs = fresh(Path(tmp) / "in")
+        for case in cases:
+            (inputs / case.name).symlink_to(case.resolve())
+        subprocess.run([sys.executable, "-m", "app", "--warmup"], check=True, capture_output=True)
+        modes = run_modes(inputs, Path(tmp), args.workers)
+    write_report(args.out, report_lines(modes, len(cases), data, args.per_group))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
