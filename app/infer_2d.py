@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
 import numpy as np
 
 from app.postprocessing import logits_to_mask, paint
 from app.preprocessing import box_to_model, clip_box_2d, encoder_input
-
-
-class Session(Protocol):
-    """What inference needs from a model (SamSession, or a fake in tests)."""
-
-    input_size: int
-
-    def encode(self, images: np.ndarray) -> np.ndarray: ...
-
-    def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray: ...
-
-
-# (1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session whose decoder
-# segments that box (app/novelty.py's BoxRouter; None: always the encoding session).
-ChooseDecoder = Callable[[np.ndarray, np.ndarray, tuple[int, int]], Session]
+from app.sessions import ChooseDecoder, Session
 
 
 def segment_image(

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.infer_2d import ChooseDecoder, Session
 from app.postprocessing import logits_to_mask, paint, propagation_box
 from app.preprocessing import box_to_model, clip_box_2d, clip_z_range, encoder_input, resized_hw
+from app.sessions import ChooseDecoder, Session
 
 # Embeddings kept at most (4 MiB each): bounds the cache at 1 GiB. Beyond it a slice still
 # needed later is re-encoded then (counted in SliceEmbeddings.encodes).

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import openvino as ov
@@ -93,6 +94,21 @@ def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
 def read_routes(models_dir: Path) -> dict[tuple[int, str], str]:
     """The routing table of the manifest (no ``routes``: every case to the default model)."""
     return routes_from_rows(_load_manifest(models_dir).get("routes", []))
+
+
+class Session(Protocol):
+    """What inference needs from a model (SamSession, or a fake in tests)."""
+
+    input_size: int
+
+    def encode(self, images: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray: ...
+
+
+# (1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session whose decoder
+# segments that box (app/novelty.py's BoxRouter; None: always the encoding session).
+ChooseDecoder = Callable[[np.ndarray, np.ndarray, tuple[int, int]], Session]
 
 
 class SamSession:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.routing import case_dims
+
 TEAM = "medseg"  # the container name, as the challenge's --name <team>
 
 
@@ -51,7 +53,7 @@ def check_output(case: Path, out: Path) -> str:
     with np.load(case) as c, np.load(out) as o:
         if o.files != ["segs"]:
             return f"keys {o.files}, expected ['segs']"
-        spatial = c["imgs"].shape[:3] if case.name.upper().startswith("3D") else c["imgs"].shape[:2]
+        spatial = c["imgs"].shape[: case_dims(case.name) or 2]
         if o["segs"].shape != spatial:
             return f"segs shape {o['segs'].shape}, expected {spatial}"
     return "ok"

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from app.routing import case_dims
 from demo.overlay import montage_3d, overlay_2d, write_png
 from demo.synthetic import disks_2d, phantom_3d, save_case
 
@@ -50,7 +51,7 @@ def report(inputs: Path, outputs: Path, pictures: Path) -> list[str]:
         with np.load(case) as c, np.load(outputs / case.name) as o:
             imgs, boxes, segs = c["imgs"], c["boxes"], o["segs"]
             gts = c["gts"] if "gts" in c.files else None
-        if case.name.startswith("3D"):
+        if case_dims(case.name) == 3:
             pic = montage_3d(imgs, segs, boxes, gts)
         else:
             pic = overlay_2d(imgs, segs, boxes, gts)

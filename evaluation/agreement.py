@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.npz_io import load_case
+from app.routing import case_dims
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
 
 GATE = 0.98
@@ -43,7 +44,7 @@ def compare(data: Path, app_out: Path, ref_out: Path) -> list[dict[str, object]]
         rows.append(
             {
                 "case": path.name,
-                "dims": "3D" if path.name.startswith("3D") else "2D",
+                "dims": f"{case_dims(path.name) or 2}D",
                 "dice": round(d, 5),
                 "note": "",
             }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.routing import DEFAULT_MODEL_KEY
 from app.sessions import SessionCache, create_core, default_threads
 from evaluation.machine import describe, write_report
 
@@ -22,7 +23,7 @@ BATCHES = (1, 2, 4, 8)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.batching", description=__doc__)
     parser.add_argument("--models", type=Path, default=Path("models"))
-    parser.add_argument("--key", default="lite_medsam")
+    parser.add_argument("--key", default=DEFAULT_MODEL_KEY)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("reports/batching.md"))
     args = parser.parse_args(argv)

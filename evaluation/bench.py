@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.routing import modality
+from app.routing import DEFAULT_MODEL_KEY, case_dims, modality
 from evaluation.machine import describe, write_report
 from evaluation.physical import measured_gflops_per_s
 
@@ -73,7 +73,7 @@ def sample_cases(data: Path, per_group: int) -> list[Path]:
 
 
 def group_of(name: str) -> str:
-    return f"{modality(name) or 'unknown'} {'3D' if name.upper().startswith('3D') else '2D'}"
+    return f"{modality(name) or 'unknown'} {case_dims(name) or 2}D"
 
 
 def large_cases(smoke: Path, folder: Path, shape: tuple[int, int, int] = (287, 512, 512)) -> list[Path]:
@@ -181,7 +181,7 @@ def encoder_seconds(models: Path) -> dict[str, float]:
     from baseline.__main__ import load_baseline
 
     x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
-    session = SessionCache(create_core(None), models, default_threads()).get("lite_medsam")
+    session = SessionCache(create_core(None), models, default_threads()).get(DEFAULT_MODEL_KEY)
     model = load_baseline()
     times: dict[str, list[float]] = {"app (OpenVINO)": [], "baseline (torch)": []}
     session.encode(x)
@@ -265,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         "(delete it for a fresh benchmark)",
     )
     args = parser.parse_args(argv)
-    manifest = json.loads((args.models / "manifest.json").read_text())
-    gflops = manifest["models"]["lite_medsam"]["encoder_gflops"]
+    from app.sessions import MANIFEST_NAME  # openvino: imported only once the run starts
+
+    manifest = json.loads((args.models / MANIFEST_NAME).read_text())
+    gflops = manifest["models"][DEFAULT_MODEL_KEY]["encoder_gflops"]
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

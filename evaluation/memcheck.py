@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from app.npz_safe import DEFAULT_MAX_IMAGE_BYTES, human, processed_image_bytes
+from app.routing import case_dims
 from demo.synthetic import disks_2d, save_case, tight_boxes, write_bomb
 from evaluation.machine import describe, write_report
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, make in cases:
             imgs, boxes, _ = make()
             save_case(root / name / f"{name}.npz", imgs, boxes)
-            cost = human(processed_image_bytes(imgs.shape, 3 if name.startswith("3D") else 2))
+            cost = human(processed_image_bytes(imgs.shape, case_dims(name) or 2))
             del imgs
             wall, peak, rc = run_case(root / name, root / "out")
             ok = peak < LIMIT_GB

@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from app.routing import routes_from_rows
-from app.sessions import compile_config
+from app.sessions import MANIFEST_NAME, compile_config
 from evaluation.machine import cpu_model_name
 from export.architectures.sam import BoxSAM
 from export.checkpoint import sha256_file, verify_sha256
@@ -31,7 +31,6 @@ from export.to_onnx import OPSET, export_decoder, export_encoder
 from export.to_openvino import convert_to_ir
 from export.wrappers import DecoderForExport, EncoderForExport
 
-MANIFEST_NAME = "manifest.json"
 GRAPHS = ("encoder", "decoder")
 PIN_FILE = Path(__file__).resolve().parent / "pinned_ir_sha256.json"
 

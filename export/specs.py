@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from app.routing import DEFAULT_MODEL_KEY
 from export.architectures.sam import BoxSAM, build_architecture
 from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
 
@@ -33,7 +34,7 @@ LITE_MEDSAM_PREPROCESSING: dict[str, str | int] = {
 }
 
 
-BASE_KEY = "lite_medsam"
+BASE_KEY = DEFAULT_MODEL_KEY  # the general model every specialist starts from
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CARD_NAME = "card.json"
 OVERLAY_MODULES = ("image_encoder", "mask_decoder")  # submodules a trained model may replace

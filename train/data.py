@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.postprocessing import mask_bbox
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -47,9 +49,12 @@ def load_pool(files: list[Path]) -> Pool:
 
 
 def object_box(mask: np.ndarray) -> np.ndarray:
-    """(S, S) bool -> (4,) float32 XYXY of its pixels (inclusive), as the challenge boxes."""
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+    """(S, S) bool, not empty -> (4,) float32 XYXY of its pixels (inclusive), as the challenge boxes."""
+    box = mask_bbox(mask)
+    if box is None:
+        msg = "object_box: empty mask"
+        raise ValueError(msg)
+    return box.astype(np.float32)
 
 
 def jitter_box(box: np.ndarray, rng: np.random.Generator, shift: int, size: int) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from app.preprocessing import encoder_input
-from app.routing import modality
+from app.routing import case_dims, modality
 from app.sessions import SamSession, SessionCache, create_core
 from evaluation.machine import describe
 from evaluation.machine import write_report as write_markdown
@@ -72,7 +72,7 @@ def case_images(path: Path, per_volume: int) -> list[np.ndarray]:
     """The 2D image, or up to ``per_volume`` evenly spread non-empty slices of a volume."""
     with np.load(path, allow_pickle=False) as data:
         imgs = data["imgs"]
-    if not path.name.upper().startswith("3D"):
+    if case_dims(path.name) != 3:
         return [imgs]
     nonempty = choose_slices(imgs > 0, per_volume)
     return [imgs[z] for z in nonempty]

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from app.preprocessing import encoder_input, resized_hw
+from app.routing import case_dims
 from app.sessions import SamSession
 from evaluation.split import read_split
 
@@ -48,7 +49,7 @@ def case_samples(path: Path, session: SamSession, per_case: int) -> dict[str, np
     size = session.input_size
     with np.load(path, allow_pickle=False) as data:
         imgs, gts = data["imgs"], data["gts"]
-    if path.name.upper().startswith("3D"):
+    if case_dims(path.name) == 3:
         slices = choose_slices(gts, per_case)
         images, label_maps = [imgs[z] for z in slices], [gts[z] for z in slices]
     else:
