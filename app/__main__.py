@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from app.inputs import scan_inputs
 from app.npz_io import remove_stale_temps
 from app.pipeline import run_case
 from app.sessions import SessionCache, cache_dir_from, create_core, default_threads
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for stale in remove_stale_temps(args.output):
         log.info("removed %s, left by an interrupted run", stale.name)
-    found = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".npz" and p.is_file())
+    found, unread = scan_inputs(args.input)
     cases = [p for p in found if shard.holds(p.name)]
     if shard.count > 1:
         log.info("shard %d of %d: %d of %d cases", shard.index, shard.count, len(cases), len(found))
@@ -138,13 +139,21 @@ def main(argv: list[str] | None = None) -> int:
         counts[record.status] += 1
         if results is not None:
             append_record(results, record)
-    summary = (
-        f"{counts['done']} done, {counts['failed']} failed"
-        + (f", {counts['skipped']} skipped (done before)" if counts["skipped"] else "")
-        + f", {time.perf_counter() - t0:.1f} s"
-    )
-    print(f"app: {summary}", file=sys.stderr)
+    print(summary_text(counts, unread, time.perf_counter() - t0), file=sys.stderr)
     return 1 if counts["failed"] else 0
+
+
+def summary_text(counts: dict[str, int], unread: list[tuple[str, str]], seconds: float) -> str:
+    """``app: 3 done, 1 failed, 2.5 s`` and, when the folder held other entries, what was not
+    read and why (never skipped silently)."""
+    text = (
+        f"app: {counts['done']} done, {counts['failed']} failed"
+        + (f", {counts['skipped']} skipped (done before)" if counts["skipped"] else "")
+        + f", {seconds:.1f} s"
+    )
+    if unread:
+        text += "\napp: not read: " + "; ".join(f"{name} ({why})" for name, why in unread)
+    return text
 
 
 if __name__ == "__main__":

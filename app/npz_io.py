@@ -11,9 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -38,6 +40,7 @@ class Case:
     image: np.ndarray
     boxes: np.ndarray
     spacing: tuple[float, ...] | None
+    modality: str | None = None  # routes the case when given (clinical inputs), else the name
 
     @property
     def is_3d(self) -> bool:
@@ -152,8 +155,8 @@ TEMP_SUFFIX = ".tmp"
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temp files a killed earlier run left in ``folder`` (``.<case>.npz.*.tmp``)."""
-    stale = [p for p in folder.glob(".*.npz.*" + TEMP_SUFFIX) if p.is_file()]
+    """Delete temp files a killed earlier run left in ``folder`` (``.<output name>.*.tmp``)."""
+    stale = [p for p in folder.glob(".*.*" + TEMP_SUFFIX) if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -180,28 +183,42 @@ def check_output_path(path: Path, case: str) -> None:
 def write_output(path: Path, segs: np.ndarray, case: str) -> None:
     """:func:`save_segmentation`, with an OS failure turned into a CaseError that names the
     case, the output path and the problem (never the temp file)."""
+    if segs.dtype != np.uint16:
+        msg = f"segs must be uint16, got {segs.dtype}"
+        raise RuntimeError(msg)
+    write_file(path, lambda fh: np.savez_compressed(fh, segs=segs), case)
+
+
+def write_file(path: Path, write: Callable[[BinaryIO], object], case: str) -> None:
+    """:func:`write_atomic`, with an OS failure turned into a CaseError naming the case, the
+    output path and what to do about it."""
     try:
-        save_segmentation(path, segs)
+        write_atomic(path, write)
     except OSError as exc:
         problem = OUTPUT_PROBLEMS.get(exc.errno or -1, f"cannot be written ({exc.strerror or exc})")
         raise CaseError(case, f"output path {path} {problem}") from None
 
 
 def save_segmentation(path: Path, segs: np.ndarray) -> None:
-    """Write ``segs`` (uint16) with np.savez_compressed via a temp file + atomic rename.
+    """Write ``segs`` (uint16) with np.savez_compressed via :func:`write_atomic`."""
+    if segs.dtype != np.uint16:
+        msg = f"segs must be uint16, got {segs.dtype}"
+        raise RuntimeError(msg)
+    write_atomic(path, lambda fh: np.savez_compressed(fh, segs=segs))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` into a temp file beside ``path``, then an atomic rename.
 
     A crash or kill mid-write leaves at most a hidden ``.<name>.*.tmp`` file (removed by the
     next run, see :func:`remove_stale_temps`), never a partial output; an existing output is
     replaced, never appended to.
     """
-    if segs.dtype != np.uint16:
-        msg = f"segs must be uint16, got {segs.dtype}"
-        raise RuntimeError(msg)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, segs=segs)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         tmp.chmod(0o644)

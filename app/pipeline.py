@@ -6,14 +6,18 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from app.errors import CaseError
 from app.infer_2d import segment_image
 from app.infer_3d import propagation_steps, segment_volume
+from app.inputs import input_kind, output_name
 from app.novelty import BoxRouter
-from app.npz_io import check_output_path, load_case, write_output
+from app.npz_io import Case, check_output_path, load_case, write_output
 from app.routing import DEFAULT_MODEL_KEY, modality, route
 from app.sessions import SessionCache
 from app.shards import Record, is_done
@@ -63,15 +67,30 @@ def served_by(key: str, router: BoxRouter | None) -> str:
     return "+".join(keys)
 
 
+# A case's writer: its label map (uint16, the image's grid) -> output file(s) written.
+WriteLabels = Callable[[np.ndarray], None]
+
+
+def open_case(path: Path, out_dir: Path, max_image_bytes: int | None) -> tuple[Case, WriteLabels]:
+    """Load a case and say how its labels are written. npz: here; NIfTI and DICOM: ``clinical/``,
+    imported only for such inputs (the npz path never loads nibabel or pydicom)."""
+    if input_kind(path) == "npz":
+        check_output_path(out_dir / path.name, path.name)
+        case = load_case(path, max_image_bytes)
+        return case, lambda segs: write_output(out_dir / case.name, segs, case.name)
+    from clinical.cases import open_clinical_case
+
+    return open_clinical_case(path, out_dir / output_name(path), max_image_bytes)
+
+
 def predict_case(
     path: Path, out_dir: Path, sessions: SessionCache, max_image_bytes: int | None = None
 ) -> CaseResult:
-    """Segment one npz and write ``out_dir/<same name>``. Raises CaseError on bad input or an
-    output that cannot be written; sizes beyond ``max_image_bytes`` are refused unread."""
+    """Segment one case and write its output into ``out_dir``. Raises CaseError on bad input or
+    an output that cannot be written; sizes beyond ``max_image_bytes`` are refused unread."""
     t0 = time.perf_counter()
-    check_output_path(out_dir / path.name, path.name)
-    case = load_case(path, max_image_bytes)
-    key = route(case.name, 3 if case.is_3d else 2, sessions.routes)
+    case, write = open_case(path, out_dir, max_image_bytes)
+    key = route(case.modality or case.name, 3 if case.is_3d else 2, sessions.routes)
     session = sessions.get(key)
     router = box_router(key, sessions)
     calls_before = session.encoder_calls
@@ -81,7 +100,7 @@ def predict_case(
         3 if case.is_3d else 2,
         case.image.shape,
         len(case.boxes),
-        modality(case.name),
+        case.modality or modality(case.name),
         key,
     )
     if case.is_3d:
@@ -95,7 +114,7 @@ def predict_case(
         segs = segment_image(case.image, case.boxes, session, choose=router)
     if router is not None:
         log.info("%s: %s", case.name, router.summary(key, DEFAULT_MODEL_KEY))
-    write_output(out_dir / case.name, segs, case.name)
+    write(segs)
     return CaseResult(
         case.name, served_by(key, router), time.perf_counter() - t0, session.encoder_calls - calls_before
     )
@@ -106,7 +125,7 @@ def run_case(
 ) -> Record:
     """Segment one case (or skip it when its output is complete): its result record. Never raises:
     one broken case must not stop a batch (the CLI's loop, a shard, a Dask worker)."""
-    if skip_done and is_done(out_dir / path.name):
+    if skip_done and is_done(out_dir / output_name(path)):
         log.info("%s: skipped, output already complete", path.name)
         return Record(path.name, "skipped", 0.0)
     t0 = time.perf_counter()

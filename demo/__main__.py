@@ -6,11 +6,15 @@ Cases (nothing from ../shared):
 - 2DBox_US_synthetic_disks: two bright disks on noise, ground truth known.
 - 3DBox_CT_synthetic_phantom: an ellipsoidal Shepp-Logan head volume built from scikit-image's
   phantom; boxes on the upper grey ellipse and the right dark ellipse, ground truth known.
+- phantom_mm.nii.gz: the same phantom as a NIfTI volume on a flipped, anisotropic grid
+  (PHANTOM_AFFINE) with its boxes in LPS millimetres (``phantom_mm.boxes.json``, labels 10 and
+  20): the clinical path (README: Clinical formats); its label map must equal the npz case's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -21,7 +25,11 @@ import numpy as np
 
 from app.routing import case_dims
 from demo.overlay import montage_3d, overlay_2d, write_png
-from demo.synthetic import disks_2d, phantom_3d, save_case
+from demo.synthetic import box_sidecar, disks_2d, phantom_3d, save_case, write_nifti
+
+# NIfTI demo grid: voxel (x, y, z) -> RAS mm, x and y flipped, 1 x 1 x 2 mm, off origin.
+PHANTOM_AFFINE = np.array([[-1.0, 0, 0, 90.0], [0, -1.0, 0, 110.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])
+PHANTOM_LABELS = [10, 20]
 
 # Optic disc of skimage.data.retina() (1411 x 1411), XYXY pixels, read off the picture.
 RETINA_OPTIC_DISC_BOX = np.array([[120, 500, 340, 760]])
@@ -38,7 +46,11 @@ def make_cases(folder: Path) -> None:
     save_case(folder / "2DBox_Fundus_skimage_retina.npz", retina, RETINA_OPTIC_DISC_BOX)
     save_case(folder / "2DBox_US_synthetic_disks.npz", *disks_2d())
     phantom = cv2.imread(str(skimage_file("phantom.png")), cv2.IMREAD_GRAYSCALE)
-    save_case(folder / "3DBox_CT_synthetic_phantom.npz", *phantom_3d(phantom), spacing=(2.0, 1.0, 1.0))
+    imgs, boxes, gts = phantom_3d(phantom)
+    save_case(folder / "3DBox_CT_synthetic_phantom.npz", imgs, boxes, gts, spacing=(2.0, 1.0, 1.0))
+    write_nifti(folder / "phantom_mm.nii.gz", imgs, PHANTOM_AFFINE)
+    sidecar = box_sidecar(boxes, PHANTOM_LABELS, "LPS", PHANTOM_AFFINE, modality="CT")
+    (folder / "phantom_mm.boxes.json").write_text(json.dumps(sidecar, indent=1))
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -62,7 +74,31 @@ def report(inputs: Path, outputs: Path, pictures: Path) -> list[str]:
             per_label = [dice(segs == i, gts == i) for i in range(1, len(boxes) + 1)]
             score = "Dice per object " + ", ".join(f"{d:.3f}" for d in per_label)
         lines.append(f"{case.name}: {len(boxes)} box(es), {score} -> {png}")
-    return lines
+    return lines + [nifti_report(inputs, outputs, pictures)]
+
+
+def nifti_report(inputs: Path, outputs: Path, pictures: Path) -> str:
+    """The NIfTI phantom: its label map back in the app's order, pictured, and compared with
+    the npz phantom's (the same voxels and boxes, given in LPS mm on a flipped grid)."""
+    import nibabel as nib  # the clinical formats' dependency (requirements/clinical.txt)
+
+    out = nib.load(outputs / "phantom_mm.nii.gz")
+    labels = np.asanyarray(out.dataobj).T  # file (X, Y, Z) -> app (Z, Y, X)
+    with (
+        np.load(inputs / "3DBox_CT_synthetic_phantom.npz") as c,
+        np.load(outputs / "3DBox_CT_synthetic_phantom.npz") as o,
+    ):
+        imgs, boxes, gts, segs = c["imgs"], c["boxes"], c["gts"], o["segs"]
+    twin = np.array([0, *PHANTOM_LABELS], dtype=np.uint16)[segs]
+    png = pictures / "phantom_mm.png"
+    lut = {label: i for i, label in enumerate([0, *PHANTOM_LABELS])}
+    write_png(png, montage_3d(imgs, np.vectorize(lut.get)(labels).astype(np.uint16), boxes, gts))
+    same = bool(np.array_equal(labels, twin))
+    grid = bool(np.array_equal(out.affine, PHANTOM_AFFINE))
+    return (
+        f"phantom_mm.nii.gz: boxes in LPS mm, labels {PHANTOM_LABELS}; label map equals the npz "
+        f"phantom's: {same}; output on the input grid: {grid} -> {png}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,3 +169,88 @@ def write_bomb(
                 fh.write(chunk[: min(len(chunk), total - start)])
         zf.writestr("boxes.npy", npy_bytes(boxes))
     return path
+
+
+# --- clinical formats: a NIfTI file and a DICOM series of the same volume, with known geometry.
+
+
+def write_nifti(path: Path, volume_zyx: np.ndarray, affine: np.ndarray) -> Path:
+    """``volume_zyx`` (the app's (Z, Y, X) order) as NIfTI (file order (X, Y, Z)) with ``affine``
+    (voxel (x, y, z) -> RAS mm)."""
+    import nibabel as nib  # the clinical formats' dependency, only when asked for
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume_zyx.T), affine), path)
+    return path
+
+
+def write_dicom_series(
+    folder: Path,
+    volume_zyx: np.ndarray,
+    spacing_xyz: tuple[float, float, float] = (0.8, 0.7, 2.5),
+    origin_lps: tuple[float, float, float] = (-40.0, 30.0, 12.0),
+    rows_dir: tuple[float, float, float] = (0.0, 1.0, 0.0),
+    cols_dir: tuple[float, float, float] = (1.0, 0.0, 0.0),
+    modality: str = "CT",
+) -> list[Path]:
+    """One single-frame CT/MR slice file per z of ``volume_zyx`` (int16 stored values), a
+    series with the given LPS geometry: column direction ``cols_dir`` (x), row direction
+    ``rows_dir`` (y), slices along their cross product, spaced ``spacing_xyz``; files written in
+    reverse slice order (a reader must sort them)."""
+    import pydicom  # the clinical formats' dependency, only when asked for
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    normal = np.cross(cols_dir, rows_dir)
+    paths = []
+    for z in reversed(range(volume_zyx.shape[0])):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientName, ds.PatientID = "Phantom^Synthetic", "SYN1"
+        ds.PatientBirthDate, ds.PatientSex = "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20261202", "120000", "1", ""
+        ds.ReferringPhysicianName, ds.Manufacturer = "", "medseg synthetic"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, 1, z + 1
+        position = np.asarray(origin_lps) + z * spacing_xyz[2] * normal
+        ds.ImagePositionPatient = [float(v) for v in position]
+        ds.ImageOrientationPatient = [float(v) for v in (*cols_dir, *rows_dir)]
+        ds.PixelSpacing = [spacing_xyz[1], spacing_xyz[0]]  # row spacing (y), column spacing (x)
+        ds.SliceThickness = spacing_xyz[2]
+        ds.Rows, ds.Columns = volume_zyx.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "HU" if modality == "CT" else "US"
+        ds.PixelData = np.ascontiguousarray(volume_zyx[z], dtype=np.int16).tobytes()
+        path = folder / f"slice{z:03d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def world_bounds(box_xyz: np.ndarray, affine: np.ndarray, space: str = "LPS") -> tuple[list, list]:
+    """A voxel box [x0, y0, z0, x1, y1, z1] as world per-axis bounds (mm, ``space`` LPS or RAS)
+    through the centres of its corner voxels, for ``affine`` (voxel (x, y, z) -> RAS)."""
+    lo, hi = box_xyz[:3], box_xyz[3:]
+    pts = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    ras = (np.c_[pts, np.ones(len(pts))] @ affine.T)[:, :3]
+    world = ras * np.array([-1.0, -1.0, 1.0]) if space == "LPS" else ras
+    return world.min(axis=0).round(6).tolist(), world.max(axis=0).round(6).tolist()
+
+
+def box_sidecar(boxes: np.ndarray, labels: list[int], space: str = "voxel", affine=None, **extra) -> dict:  # noqa: ANN001
+    """A ``<case>.boxes.json`` document for voxel ``boxes`` (N, 6), in voxel or world space."""
+    rows = []
+    for label, box in zip(labels, np.asarray(boxes, dtype=np.float64), strict=True):
+        lo, hi = (
+            world_bounds(box, affine, space) if space != "voxel" else (box[:3].tolist(), box[3:].tolist())
+        )
+        rows.append({"label": label, "min": lo, "max": hi})
+    return {"space": space, "boxes": rows, **extra}
