@@ -3,7 +3,9 @@
 Each run is a fresh ``python -m app`` process on one generated 2D case (as the challenge runs
 one container per case), timed from outside. Modes, interleaved run by run so that machine
 drift hits all of them: ``cold`` (empty cache folder: compile and write blobs), ``warm`` (the
-blobs from an earlier run), ``none`` (no cache). Reports medians.
+blobs from an earlier run), ``none`` (no cache). ``--against DIR`` adds ``warm, DIR``: the same
+warm run from another checkout (e.g. ``git worktree add /tmp/old REV``, with its models), so a
+change's effect on the per-case start-up is measured side by side. Reports medians.
 """
 
 from __future__ import annotations
@@ -20,27 +22,34 @@ from demo.synthetic import disks_2d, save_case
 from evaluation.machine import describe, write_report
 
 
-def run_once(inputs: Path, outputs: Path, cache: str) -> float:
+def run_once(inputs: Path, outputs: Path, cache: str, tree: Path | None = None) -> float:
+    """Wall seconds of one ``python -m app`` process (from the checkout ``tree``, default this one)."""
     t0 = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "app", "-q", "-i", str(inputs), "-o", str(outputs), "--cache-dir", cache],
         check=True,
         capture_output=True,
+        cwd=tree,
     )
     return time.perf_counter() - t0
 
 
-def measure(repeats: int) -> dict[str, list[float]]:
+def measure(repeats: int, against: Path | None = None) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         save_case(root / "in" / "2DBox_US_startup.npz", *disks_2d())
-        warm = root / "warm_cache"
+        warm, other = root / "warm_cache", root / "other_cache"
         run_once(root / "in", root / "out", str(warm))  # populate
         times: dict[str, list[float]] = {"cold": [], "warm": [], "none": []}
+        if against is not None:
+            run_once(root / "in", root / "out", str(other), against)
+            times[f"warm, {against}"] = []
         for i in range(repeats):
             times["cold"].append(run_once(root / "in", root / "out", str(root / f"cold{i}")))
             times["warm"].append(run_once(root / "in", root / "out", str(warm)))
             times["none"].append(run_once(root / "in", root / "out", "none"))
+            if against is not None:
+                times[f"warm, {against}"].append(run_once(root / "in", root / "out", str(other), against))
     return times
 
 
@@ -48,14 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.startup", description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("reports/startup.md"))
+    parser.add_argument("--against", type=Path, default=None, help="another checkout, timed warm alongside")
     args = parser.parse_args(argv)
-    times = measure(args.repeats)
+    times = measure(args.repeats, args.against)
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [
         "# Start-up: one 2D case as a fresh process",
         "",
         f"Machine: {describe()}.\n\n"
-        f"Command: `make startup` (`python -m evaluation.startup --repeats {args.repeats}`), "
+        f"Command: `make startup` (`python -m evaluation.startup --repeats {args.repeats}"
+        f"{f' --against {args.against}' if args.against else ''}`), "
         f"{time.strftime('%Y-%m-%d')}. Case: generated 320x400 RGB, 2 boxes. Wall seconds per process.",
         "",
         "| compiled-model cache | median s | min | max |",
@@ -65,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Warm cache saves {med['cold'] - med['warm']:.2f} s per case against a cold one "
         f"({med['none'] - med['warm']:.2f} s against no cache).",
     ]
+    if args.against is not None:
+        other = med[f"warm, {args.against}"]
+        lines += [
+            "",
+            f"This checkout vs `{args.against}` (warm, same case, interleaved): {med['warm']:.3f} s vs "
+            f"{other:.3f} s per process ({med['warm'] - other:+.3f} s).",
+        ]
     write_report(args.out, lines)
     return 0
 
