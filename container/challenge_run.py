@@ -11,7 +11,6 @@ the challenge script's (case, runtime, exit code, check).
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import case_dims
+from common.reports import write_csv
 
 TEAM = "medseg"  # the container name, as the challenge's --name <team>
 
@@ -95,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = sorted(p for c in args.cases for p in (c.glob("*.npz") if c.is_dir() else [c]))
     rows = run_protocol(args.engine, args.image, cases, args.root.resolve(), args.extra)
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["case"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.csv, rows, None if rows else ["case"])
     failed = [r for r in rows if r["check"] != "ok" or r["exit"] != 0]
     print(f"container: {len(rows) - len(failed)} ok, {len(failed)} failed -> {args.csv}", file=sys.stderr)
     return 1 if failed else 0

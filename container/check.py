@@ -19,7 +19,6 @@ Steps (each printed as it goes; the report is ``reports/container.md``, the per-
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import shutil
 import statistics
@@ -31,9 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import case_dims, modality
+from common.machine import describe
+from common.reports import write_csv
 from container.challenge_run import TEAM, check_output, container_cmd, run_protocol, stage_case
 from demo.synthetic import disks_2d, phantom_3d, save_case, sphere_3d
-from evaluation.machine import describe
 from evaluation.memcheck import big_volume
 
 HARDENING = ["--network", "none", "--read-only"]
@@ -213,14 +213,6 @@ def memory_checks(engine: str, image: str, work: Path) -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def report(facts: dict, rows: list[dict], equal: dict[str, bool], mem: list[dict], path: Path) -> None:
     lines = [
         "# Container: the challenge protocol against the product image",
@@ -287,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = generated_cases(work / "cases") + public_sample(args.data)
     say(f"{engine}, image {args.image}, {len(cases)} cases")
     rows = run_protocol(engine, args.image, cases, work / "protocol", HARDENING)
-    write_csv(rows, work / "medseg_running_time.csv")
+    write_csv(work / "medseg_running_time.csv", rows)
     local = local_outputs(cases, work)
     equal = {c.name: equal_outputs(work / "protocol" / "results" / c.name, local / c.name) for c in cases}
     say(f"equal to local outputs: {sum(equal.values())}/{len(equal)}")

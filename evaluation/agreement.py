@@ -8,7 +8,6 @@ averaged per case; reported separately for 2D and 3D. Writes CSV + Markdown.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from app.npz_io import load_case
 from app.routing import case_dims
+from common.reports import write_csv
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
 
 GATE = 0.98
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             count, secs = run_missing(system, names, args.data, args.work, models)
             print(f"agreement: {system} ran {count} cases without an output in {secs:.0f} s", file=sys.stderr)
     rows = compare(args.data, app_out, ref_out)
-    with (args.out / "agreement.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["case", "dims", "dice", "note"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out / "agreement.csv", rows, ["case", "dims", "dice", "note"])
     lines = [
         "# App vs baseline oracle agreement",
         "",

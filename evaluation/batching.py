@@ -15,7 +15,8 @@ import numpy as np
 
 from app.routing import DEFAULT_MODEL_KEY
 from app.sessions import SessionCache, create_core, default_threads
-from evaluation.machine import describe, write_report
+from common.machine import describe
+from common.reports import write_report
 
 BATCHES = (1, 2, 4, 8)
 

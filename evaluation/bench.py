@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import DEFAULT_MODEL_KEY, case_dims, modality
-from evaluation.machine import describe, write_report
+from common.machine import describe
+from common.reports import write_report
 from evaluation.physical import measured_gflops_per_s
 
 SYSTEMS = ("app", "baseline")

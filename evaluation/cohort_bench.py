@@ -26,9 +26,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.machine import describe
+from common.reports import write_report
 from evaluation.bench import sample_cases
 from evaluation.datasets import DEFAULT_DATA
-from evaluation.machine import describe, write_report
 
 COHORT_SIZE = 100_000
 MACHINES = (1, 8, 64)

@@ -9,7 +9,6 @@ overlays of the app's worst cases (image, ground truth in white, prediction in c
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import modality, source_tag
+from common.reports import write_csv
 from demo.overlay import montage_3d, overlay_2d, write_png
 from evaluation.datasets import DATA_ROOTS, as_one_folder
 from evaluation.metrics import SPACING_ORDERS, score_case, spacing_for_axes
@@ -166,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"eval: {system} ran {count} cases without an output in {secs:.0f} s")
     rows = [score_one(args.data / n, outputs, args.spacing_order) for n in names]
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "cases.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out / "cases.csv", rows)
     lines, means = table(rows)
     plot_modalities(means, args.out / "modalities.png")
     subset = "all cases" if args.split is None else f"{args.subset} subset of `{args.split}`"

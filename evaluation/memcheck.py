@@ -27,8 +27,9 @@ import numpy as np
 
 from app.npz_safe import DEFAULT_MAX_IMAGE_BYTES, human, processed_image_bytes
 from app.routing import case_dims
+from common.machine import describe
+from common.reports import write_report
 from demo.synthetic import disks_2d, save_case, tight_boxes, write_bomb
-from evaluation.machine import describe, write_report
 
 LIMIT_GB = 8.0
 

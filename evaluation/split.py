@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from app.routing import modality, source_tag
+from common.reports import write_csv
 from evaluation.datasets import DEFAULT_DATA, case_files
 
 VAL_FRACTION = 0.3
@@ -118,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = {name: path.parent.name for name, path in case_files(args.data).items()}
     rows = split_rows(cases, args.fraction)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows, COLUMNS)
     counts: dict[tuple[str, str, str], int] = {}
     for r in rows:
         key = (r["modality"], r["source"], r["split"] + ("*" if r["held_out"] == "yes" else ""))

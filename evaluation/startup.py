@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.machine import describe
+from common.reports import write_report
 from demo.synthetic import disks_2d, save_case
-from evaluation.machine import describe, write_report
 
 
 def run_once(inputs: Path, outputs: Path, cache: str, tree: Path | None = None) -> float:

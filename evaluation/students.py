@@ -12,7 +12,6 @@ Writes ``reports/students/candidates.{md,csv}``.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ import openvino as ov
 import torch
 
 from app.sessions import compile_config
-from evaluation.machine import describe, write_report
+from common.machine import describe
+from common.reports import write_csv, write_report
 from export.__main__ import encoder_gflops
 from export.architectures.sam import build_architecture
 from export.architectures.students import STUDENTS
@@ -110,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     timing = time_models(xmls, args.rounds, args.repeats)
     rows = [table_row(name, facts[name], timing[name], timing[TEACHER]) for name in xmls]
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "candidates.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out / "candidates.csv", rows)
     lines = [
         "# Student encoder candidates: speed on this CPU",
         "",

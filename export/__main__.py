@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from app.routing import routes_from_rows
 from app.sessions import MANIFEST_NAME, compile_config
-from evaluation.machine import cpu_model_name
+from common.machine import cpu_model_name
 from export.architectures.sam import BoxSAM
 from export.checkpoint import sha256_file, verify_sha256
 from export.parity import HopResult, check, compare, parity_inputs

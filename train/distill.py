@@ -22,7 +22,6 @@ Outputs: ``reports/students/distill_log.csv``, ``distill.png``, ``gate/`` (with 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
@@ -36,8 +35,9 @@ import torch
 from app.preprocessing import encoder_input
 from app.routing import case_dims, modality
 from app.sessions import SamSession, SessionCache, create_core
-from evaluation.machine import describe
-from evaluation.machine import write_report as write_markdown
+from common.machine import describe
+from common.reports import write_csv
+from common.reports import write_report as write_markdown
 from export.architectures.sam import BoxSAM, build_architecture
 from export.architectures.students import STUDENTS
 from export.checkpoint import sha256_file
@@ -217,11 +217,8 @@ def _base_decoder_model() -> BoxSAM:
 
 def write_log(log: list[dict], teacher_dice: float, path: Path) -> None:
     fields = ["step", "train_mse", "val_mse", "val_dice", "teacher_val_dice"]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for row in log:
-            writer.writerow({**row, "teacher_val_dice": teacher_dice if "val_dice" in row else ""})
+    rows = [{**row, "teacher_val_dice": teacher_dice if "val_dice" in row else ""} for row in log]
+    write_csv(path, rows, fields)
 
 
 def plot_log(log: list[dict], teacher_dice: float, path: Path, title: str) -> None:

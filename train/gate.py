@@ -14,7 +14,6 @@ removed from there.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from common.reports import write_csv
 from evaluation.evaluate import score_one
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
 from export.checkpoint import sha256_file
@@ -211,10 +211,7 @@ def group_validation(results: list[GateResult], group: str, command: str) -> dic
 
 def write_cases_csv(path: Path, rows: list[dict[str, object]]) -> None:
     """A gate's per-case rows as CSV (columns: the first row's keys)."""
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows)
 
 
 def write_report(

@@ -7,7 +7,6 @@ decoder trains. State (decoder, optimiser, step, RNG, log) is saved atomically e
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.reports import write_csv
 from export.architectures.sam import BoxSAM
 from train.data import Pool, make_batch
 from train.losses import total_loss
@@ -124,11 +124,7 @@ def train_decoder(model: BoxSAM, train: Pool, val: Pool, out: Path, cfg: TrainCo
 
 
 def write_log(log: list[dict], path: Path) -> None:
-    fields = ["step", "loss", "dice", "bce", "iou", "val_dice"]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(log)
+    write_csv(path, log, ["step", "loss", "dice", "bce", "iou", "val_dice"])
 
 
 def plot_log(log: list[dict], path: Path, title: str) -> None:

@@ -1,4 +1,4 @@
-"""What machine a measurement ran on (CPU model, logical CPUs, Python), and writing a report."""
+"""What machine a measurement ran on: CPU model, logical CPUs, Python."""
 
 from __future__ import annotations
 
@@ -20,10 +20,3 @@ def cpu_model_name() -> str:
 
 def describe() -> str:
     return f"{cpu_model_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
-
-
-def write_report(path: Path, lines: list[str]) -> None:
-    """Write a Markdown report (creating its folder) and echo it to stdout."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
