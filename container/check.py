@@ -31,6 +31,7 @@ import numpy as np
 
 from app.routing import case_dims, modality
 from common.machine import describe
+from common.process import cli_command, timed_process
 from common.reports import write_csv
 from container.challenge_run import TEAM, check_output, container_cmd, run_protocol, stage_case
 from demo.synthetic import disks_2d, phantom_3d, save_case, sphere_3d
@@ -101,7 +102,7 @@ def local_outputs(cases: list[Path], work: Path) -> Path:
         folder.mkdir(parents=True)
     for case in cases:
         (inputs / case.name).symlink_to(case.resolve())
-    subprocess.run([sys.executable, "-m", "app", "-q", "-i", str(inputs), "-o", str(out)], check=False)
+    timed_process(cli_command("app", inputs, out, "-q"))
     return out
 
 

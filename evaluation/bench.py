@@ -18,7 +18,6 @@ import csv
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import numpy as np
 
 from app.routing import DEFAULT_MODEL_KEY, case_dims, modality
 from common.machine import describe
+from common.process import cli_command, timed_process
 from common.reports import write_report
 from evaluation.physical import measured_gflops_per_s
 
@@ -45,16 +45,6 @@ class Run:
     ok: bool
 
 
-def timed_process(cmd: list[str], env: dict[str, str]) -> tuple[float, float, bool]:
-    """(wall s, peak RSS MB, exit ok) of one fresh process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode == 0
-
-
 def run_case(case: Path, system: str, work: Path, env: dict[str, str]) -> tuple[float, float, bool]:
     """One case alone in its input folder, as the challenge's harness does."""
     inputs, outputs = work / f"{system}_in", work / f"{system}_out"
@@ -62,7 +52,8 @@ def run_case(case: Path, system: str, work: Path, env: dict[str, str]) -> tuple[
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     shutil.copy(case, inputs / case.name)
-    return timed_process([sys.executable, "-m", system, "-i", str(inputs), "-o", str(outputs)], env)
+    run = timed_process(cli_command(system, inputs, outputs), env)
+    return run.seconds, run.peak_rss_mb, run.ok
 
 
 def sample_cases(data: Path, per_group: int) -> list[Path]:
@@ -166,11 +157,8 @@ def startup_costs(env: dict[str, str], work: Path, repeats: int = 3) -> dict[str
     """Median seconds from process start to ready-to-infer (models loaded), no case."""
     empty = work / "empty"
     empty.mkdir(parents=True, exist_ok=True)
-    app = [timed_process([sys.executable, "-m", "app", "--warmup"], env)[0] for _ in range(repeats)]
-    base = [
-        timed_process([sys.executable, "-m", "baseline", "-i", str(empty), "-o", str(work / "x")], env)[0]
-        for _ in range(repeats)
-    ]
+    app = [timed_process([sys.executable, "-m", "app", "--warmup"], env).seconds for _ in range(repeats)]
+    base = [timed_process(cli_command("baseline", empty, work / "x"), env).seconds for _ in range(repeats)]
     return {"app": statistics.median(app), "baseline": statistics.median(base)}
 
 

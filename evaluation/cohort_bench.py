@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.machine import describe
+from common.process import cli_command
 from common.reports import write_report
 from evaluation.bench import sample_cases
 from evaluation.datasets import DEFAULT_DATA
@@ -54,7 +55,7 @@ class Mode:
 
 
 def app_cmd(inputs: Path, outputs: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "app", "-q", "-i", str(inputs), "-o", str(outputs), *extra]
+    return cli_command("app", inputs, outputs, "-q", *extra)
 
 
 def results_of(outputs: Path) -> list[dict]:
@@ -123,7 +124,7 @@ def run_modes(inputs: Path, work: Path, workers: int) -> list[Mode]:
     ]
     modes.append(mode(f"{workers} shard processes", timed(shards, threads), out))
     out = fresh(work / "dask_out")
-    dask = [sys.executable, "-m", "cohort", "-i", str(inputs), "-o", str(out), "--workers", str(workers)]
+    dask = cli_command("cohort", inputs, out, "--workers", str(workers))
     modes.append(mode(f"Dask, {workers} workers", timed([dask], env), out))
     return modes
 

@@ -28,6 +28,7 @@ import numpy as np
 from app.npz_safe import DEFAULT_MAX_IMAGE_BYTES, human, processed_image_bytes
 from app.routing import case_dims
 from common.machine import describe
+from common.process import cli_command
 from common.reports import write_report
 from demo.synthetic import disks_2d, save_case, tight_boxes, write_bomb
 
@@ -100,7 +101,7 @@ def largest_3d(budget: int = DEFAULT_MAX_IMAGE_BYTES):
 def run_case(folder: Path, out: Path) -> tuple[float, float, int]:
     """(wall seconds, peak RSS GB, exit code) of one fresh app process on ``folder``."""
     peak_file = out.parent / "peak_kib.txt"
-    cmd = [sys.executable, "-m", "app", "-v", "-i", str(folder), "-o", str(out)]
+    cmd = cli_command("app", folder, out, "-v")
     t0 = time.perf_counter()
     rc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(peak_file), *cmd], check=False).returncode
     wall = time.perf_counter() - t0

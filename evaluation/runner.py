@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from common.process import cli_command, timed_process
 
 DEFAULT_WORK = Path("build/runs")
 DEFAULT_MODELS = Path("models")
@@ -28,15 +27,7 @@ def run_cli(module: str, data: Path, out: Path, log: Path, extra: list[str] | No
     """``python -m <module> -i data -o out [extra]``; stdout+stderr appended to ``log``; wall s."""
     out.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with log.open("a") as fh:
-        subprocess.run(
-            [sys.executable, "-m", module, "-i", str(data), "-o", str(out), *(extra or [])],
-            stderr=fh,
-            stdout=fh,
-            check=False,
-        )
-    return time.perf_counter() - t0
+    return timed_process(cli_command(module, data, out, *(extra or [])), log=log).seconds
 
 
 def link_cases(names: list[str], data: Path, folder: Path) -> Path:

@@ -12,27 +12,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common.machine import describe
+from common.process import cli_command, timed_process
 from common.reports import write_report
 from demo.synthetic import disks_2d, save_case
 
 
 def run_once(inputs: Path, outputs: Path, cache: str, tree: Path | None = None) -> float:
     """Wall seconds of one ``python -m app`` process (from the checkout ``tree``, default this one)."""
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "app", "-q", "-i", str(inputs), "-o", str(outputs), "--cache-dir", cache],
-        check=True,
-        capture_output=True,
-        cwd=tree,
-    )
-    return time.perf_counter() - t0
+    run = timed_process(cli_command("app", inputs, outputs, "-q", "--cache-dir", cache), cwd=tree)
+    if not run.ok:
+        msg = f"python -m app exited {run.returncode} (checkout {tree or '.'})"
+        raise RuntimeError(msg)
+    return run.seconds
 
 
 def measure(repeats: int, against: Path | None = None) -> dict[str, list[float]]:

@@ -1,27 +1,16 @@
 """app/ runs on numpy + OpenVINO + OpenCV only: no torch, statically or at run time."""
 
-import ast
 import subprocess
 import sys
-from pathlib import Path
 
 from demo.synthetic import disks_2d, save_case
 from tests.conftest import ROOT
+from tests.test_layers import imported_roots
 
 ALLOWED_THIRD_PARTY = {"numpy", "openvino", "cv2"}
 # First-party, imported by app/pipeline.py only for NIfTI / DICOM inputs (nibabel, pydicom, highdicom).
 OPTIONAL_FIRST_PARTY = {"clinical"}
 NEVER_ON_THE_NPZ_PATH = {"torch", "onnx", "onnxruntime", "nibabel", "pydicom", "highdicom", "clinical"}
-
-
-def imported_roots(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
 
 
 def test_app_imports_only_the_runtime_stack() -> None:
