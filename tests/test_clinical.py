@@ -154,3 +154,22 @@ def test_bad_clinical_cases_are_named_and_strays_listed(clinical_run: dict) -> N
     assert written == sorted(
         ["vol.nii.gz", "3DBox_MR_twin.npz", "series.nii.gz", "series.seg.dcm", "3DBox_CT_series_twin.npz"]
     )
+
+
+def test_a_nifti_header_claiming_a_huge_volume_is_refused_before_reading(tmp_path: Path) -> None:
+    from app.errors import CaseError
+    from clinical.nifti import read_nifti
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((30000, 30000, 300))
+    header.set_data_dtype(np.int16)
+    path = tmp_path / "bomb.nii"
+    path.write_bytes(header.binaryblock + b"\x00" * 4 + b"\x00" * 1024)  # 348-byte header, offset 352
+    with pytest.raises(
+        CaseError, match=r"bomb.nii: NIfTI image \(30000, 30000, 300\) int16 needs .* over the image"
+    ):
+        read_nifti(path, 1 << 30)
+    four_d = tmp_path / "series.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.int16), np.eye(4)), four_d)
+    with pytest.raises(CaseError, match="NIfTI holds 2 volumes"):
+        read_nifti(four_d, 1 << 30)
