@@ -8,7 +8,7 @@ compiled-model cache, as the container ships one; ``make startup`` measures cold
 
 Large 3D timing cases are built by resampling the smoke CT of ``../shared/data/smoke`` to the
 challenge's heaviest shape (287 x 512 x 512, its 6 largest objects): timing only, never accuracy.
-Writes ``benchmarks/REPORT.md`` and ``benchmarks/ratios.png``.
+Writes ``reports/bench/REPORT.md`` and ``reports/bench/ratios.png``.
 """
 
 from __future__ import annotations
@@ -245,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--large-baseline", action="store_true", help="also time the baseline on the large 3D cases (slow)"
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/REPORT.md"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/REPORT.md"))
     parser.add_argument(
         "--runs",
         type=Path,
-        default=Path("benchmarks/runs.csv"),
+        default=Path("reports/bench/runs.csv"),
         help="every timed run, appended as it completes; a rerun skips the cases recorded there "
         "(delete it for a fresh benchmark)",
     )
