@@ -98,10 +98,10 @@ def test_a_blocked_output_path_names_the_case_and_the_path(tmp_path: Path, model
     ],
 )
 def test_output_errors_say_what_is_wrong(tmp_path: Path, monkeypatch, code: int, words: str) -> None:
-    def failing(path: Path, segs: np.ndarray) -> None:
+    def failing(path: Path, write: object) -> None:
         raise OSError(code, os.strerror(code), str(path.parent / ".x.npz.abc.tmp"))
 
-    monkeypatch.setattr("app.npz_io.save_segmentation", failing)
+    monkeypatch.setattr("app.npz_io.write_atomic", failing)  # every output kind writes through it
     with pytest.raises(CaseError) as err:
         write_output(tmp_path / "case.npz", np.zeros((2, 2), np.uint16), "case.npz")
     text = str(err.value)
