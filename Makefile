@@ -39,7 +39,7 @@ $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt 
 
 venv: $(STAMP)
 
-$(MANIFEST): $(STAMP) $(wildcard export/*.py export/architectures/*.py weights/*/*)
+$(MANIFEST): $(STAMP) $(wildcard export/*.py modeling/*.py modeling/architectures/*.py weights/*/*)
 	$(PY) -m export
 
 export: $(STAMP)

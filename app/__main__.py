@@ -20,7 +20,14 @@ from pathlib import Path
 from app.inputs import scan_inputs
 from app.npz_io import remove_stale_temps
 from app.pipeline import run_case
-from app.sessions import SessionCache, cache_dir_from, create_core, default_threads
+from app.sessions import (
+    SessionCache,
+    cache_dir_from,
+    contract_mismatches,
+    create_core,
+    default_threads,
+    read_manifest,
+)
 from app.shards import append_record, shard_from
 
 log = logging.getLogger("app")
@@ -87,12 +94,23 @@ def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
 
 
 def warmup(models: Path, cache_arg: Path | None) -> int:
-    """Compile every model of the manifest once, so later runs load compiled blobs."""
+    """Check every model's IR against the manifest (its rt_info), then compile it once, so later
+    runs load compiled blobs. Exit 2 when the IR and the manifest disagree."""
     cache = cache_dir_from(cache_arg)
     if cache is None:
         log.error("--warmup needs a writable cache folder (--cache-dir or SEG_CACHE_DIR)")
         return 2
-    sessions = SessionCache(create_core(cache), models, default_threads())
+    core = create_core(cache)
+    problems = [p for entry in read_manifest(models).values() for p in contract_mismatches(core, entry)]
+    if problems:
+        print(
+            "app: the IR and the manifest disagree (re-run `make export`):",
+            *problems,
+            sep="\n  ",
+            file=sys.stderr,
+        )
+        return 2
+    sessions = SessionCache(core, models, default_threads())
     for key in sessions.keys:
         t0 = time.perf_counter()
         sessions.get(key)

@@ -6,12 +6,13 @@ import numpy as np
 
 from app.postprocessing import logits_to_mask, paint
 from app.preprocessing import box_to_model, clip_box_2d, encoder_input
+from app.result import Segmentation
 from app.sessions import ChooseDecoder, Session
 
 
 def segment_image(
     image: np.ndarray, boxes: np.ndarray, session: Session, choose: ChooseDecoder | None = None
-) -> np.ndarray:
+) -> Segmentation:
     """(H, W, 3) uint8 image, (N, 4) XYXY boxes -> (H, W) uint16 labels (box i -> label i+1).
 
     ``session`` encodes; ``choose`` picks the decoder per box. Boxes entirely outside the image
@@ -20,9 +21,10 @@ def segment_image(
     original_hw = image.shape[:2]
     labels = np.zeros(original_hw, dtype=np.uint16)
     if len(boxes) == 0:
-        return labels
+        return Segmentation(labels)
     tensor, resized = encoder_input(image, session.input_size)
     embedding = session.encode(tensor)  # (1, 256, 64, 64)
+    decodes = 0
     for label, box in enumerate(boxes, start=1):
         clipped = clip_box_2d(box, original_hw)
         if clipped is None:
@@ -30,5 +32,6 @@ def segment_image(
         box_model = box_to_model(clipped, original_hw, session.input_size)
         decoder = session if choose is None else choose(embedding, box_model, resized)
         logits = decoder.decode(embedding, box_model)
+        decodes += 1
         paint(labels, logits_to_mask(logits, resized, original_hw), label)
-    return labels
+    return Segmentation(labels, encodes=1, decodes=decodes)

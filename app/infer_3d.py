@@ -17,6 +17,7 @@ import numpy as np
 
 from app.postprocessing import logits_to_mask, paint, propagation_box
 from app.preprocessing import box_to_model, clip_box_2d, clip_z_range, encoder_input, resized_hw
+from app.result import Segmentation
 from app.sessions import ChooseDecoder, Session
 
 # Embeddings kept at most (4 MiB each): bounds the cache at 1 GiB. Beyond it a slice still
@@ -97,9 +98,13 @@ def slice_uses(tracks: list[ObjectTrack]) -> Counter[int]:
     return uses
 
 
-def propagation_steps(boxes: np.ndarray, volume_shape: tuple[int, ...], size: int) -> int:
+def propagation_steps(tracks: list[ObjectTrack]) -> int:
     """Decoder steps after the key slices (for progress reporting)."""
-    return sum(t.z_max - t.z_min for t in make_tracks(boxes, volume_shape, size))
+    return sum(t.z_max - t.z_min for t in tracks)
+
+
+# Progress of a volume's propagation: (decoder steps done, steps in all).
+OnStep = Callable[[int, int], None]
 
 
 def propagate(
@@ -109,14 +114,16 @@ def propagate(
     labels: np.ndarray,
     session: Session,
     on_step: Callable[[], None] | None = None,
-) -> None:
-    """Advance every track away from its key slice in ``direction`` (UP: +z, DOWN: -z)."""
+) -> int:
+    """Advance every track away from its key slice in ``direction`` (UP: +z, DOWN: -z); returns
+    the decoder calls made."""
     schedule: dict[int, list[ObjectTrack]] = {}
     for t in tracks:
         t.prev_mask = t.key_mask
         for z in t.steps(direction):
             schedule.setdefault(z, []).append(t)
     hw = labels.shape[1:3]
+    decodes = 0
     for z in sorted(schedule, reverse=direction == DOWN):
         emb = None
         for t in schedule[z]:
@@ -128,8 +135,10 @@ def propagate(
             decoder = session if t.decoder is None else t.decoder
             t.prev_mask = logits_to_mask(decoder.decode(emb, box), embeddings.resized, hw)
             paint(labels[z], t.prev_mask, t.label)
+            decodes += 1
             if on_step is not None:
                 on_step()
+    return decodes
 
 
 def segment_volume(
@@ -137,17 +146,18 @@ def segment_volume(
     boxes: np.ndarray,
     session: Session,
     capacity: int = DEFAULT_CACHE_SLICES,
-    on_step: Callable[[], None] | None = None,
+    on_step: OnStep | None = None,
     choose: ChooseDecoder | None = None,
-) -> tuple[np.ndarray, SliceEmbeddings | None]:
+) -> Segmentation:
     """(D, H, W) or (D, H, W, 3) uint8 volume, (N, 6) boxes -> (D, H, W) uint16 labels.
 
-    ``choose`` picks each object's decoder on its key slice (with the key box); the object keeps
-    it through its propagation."""
+    The steps are planned once (one track per box); ``on_step(done, total)`` follows the
+    propagation. ``choose`` picks each object's decoder on its key slice (with the key box); the
+    object keeps it through its propagation."""
     labels = np.zeros(volume.shape[:3], dtype=np.uint16)
     tracks = make_tracks(boxes, volume.shape, session.input_size)
     if not tracks:
-        return labels, None
+        return Segmentation(labels)
     embeddings = SliceEmbeddings(volume, session, slice_uses(tracks), capacity)
     hw = labels.shape[1:3]
     for t in sorted(tracks, key=lambda t: t.z_key):
@@ -155,6 +165,15 @@ def segment_volume(
         t.decoder = session if choose is None else choose(emb, t.box_model, embeddings.resized)
         t.key_mask = logits_to_mask(t.decoder.decode(emb, t.box_model), embeddings.resized, hw)
         paint(labels[t.z_key], t.key_mask, t.label)
-    propagate(tracks, UP, embeddings, labels, session, on_step)
-    propagate(tracks, DOWN, embeddings, labels, session, on_step)
-    return labels, embeddings
+    total, done = propagation_steps(tracks), 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if on_step is not None:
+            on_step(done, total)
+
+    decodes = len(tracks)
+    decodes += propagate(tracks, UP, embeddings, labels, session, step)
+    decodes += propagate(tracks, DOWN, embeddings, labels, session, step)
+    return Segmentation(labels, embeddings.encodes, decodes, embeddings.peak)

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.errors import CaseError
 from app.infer_2d import segment_image
-from app.infer_3d import propagation_steps, segment_volume
+from app.infer_3d import segment_volume
 from app.inputs import input_kind, output_name
 from app.novelty import BoxRouter
 from app.npz_io import Case, check_output_path, load_case, write_output
@@ -36,17 +36,15 @@ class CaseResult:
 class Progress:
     """Logs 'decoder steps done / total' for long 3D cases, at most every ``every_s`` seconds."""
 
-    def __init__(self, name: str, total: int, every_s: float = 5.0) -> None:
-        self.name, self.total, self.every_s = name, total, every_s
-        self.done = 0
+    def __init__(self, name: str, every_s: float = 5.0) -> None:
+        self.name, self.every_s = name, every_s
         self._last = time.perf_counter()
 
-    def __call__(self) -> None:
-        self.done += 1
+    def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
         if now - self._last >= self.every_s:
             self._last = now
-            log.info("%s: %d/%d slice steps", self.name, self.done, self.total)
+            log.info("%s: %d/%d slice steps", self.name, done, total)
 
 
 def box_router(key: str, sessions: SessionCache) -> BoxRouter | None:
@@ -93,7 +91,6 @@ def predict_case(
     key = route(case.modality or case.name, 3 if case.is_3d else 2, sessions.routes)
     session = sessions.get(key)
     router = box_router(key, sessions)
-    calls_before = session.encoder_calls
     log.debug(
         "%s: %dD, image %s, %d boxes, modality %s -> model %s",
         case.name,
@@ -104,20 +101,15 @@ def predict_case(
         key,
     )
     if case.is_3d:
-        progress = Progress(
-            case.name, total=propagation_steps(case.boxes, case.image.shape, session.input_size)
-        )
-        segs, cache = segment_volume(case.image, case.boxes, session, on_step=progress, choose=router)
-        if cache is not None:
-            log.debug("%s: %d slice encodes, cache peak %d embeddings", case.name, cache.encodes, cache.peak)
+        result = segment_volume(case.image, case.boxes, session, on_step=Progress(case.name), choose=router)
     else:
-        segs = segment_image(case.image, case.boxes, session, choose=router)
+        result = segment_image(case.image, case.boxes, session, choose=router)
+    log.debug("%s: %d encodes, %d decodes, cache peak %d embeddings", case.name, result.encodes,
+              result.decodes, result.cache_peak)  # fmt: skip
     if router is not None:
         log.info("%s: %s", case.name, router.summary(key, DEFAULT_MODEL_KEY))
-    write(segs)
-    return CaseResult(
-        case.name, served_by(key, router), time.perf_counter() - t0, session.encoder_calls - calls_before
-    )
+    write(result.labels)
+    return CaseResult(case.name, served_by(key, router), time.perf_counter() - t0, result.encodes)
 
 
 def run_case(

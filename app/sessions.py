@@ -91,6 +91,22 @@ def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
     }
 
 
+def contract_mismatches(core: ov.Core, entry: ModelEntry) -> list[str]:
+    """Where the IR's own record (``rt_info`` model_info, written by ``make export``) disagrees
+    with the manifest entry: each graph's input size, and the model key it was exported as
+    (a specialist's shared encoder is the base model's). Empty when they agree."""
+    problems = []
+    for graph, xml in (("encoder", entry.encoder_xml), ("decoder", entry.decoder_xml)):
+        model = core.read_model(xml)
+        info = {k: model.get_rt_info(["model_info", k]).astype(str) for k in ("model_key", "input_size")}
+        expected_key = entry.key if graph == "decoder" else xml.parent.name
+        if info["model_key"] != expected_key:
+            problems.append(f"{xml}: exported as {info['model_key']!r}, manifest says {expected_key!r}")
+        if int(info["input_size"]) != entry.input_size:
+            problems.append(f"{xml}: input size {info['input_size']}, manifest says {entry.input_size}")
+    return problems
+
+
 def read_routes(models_dir: Path) -> dict[tuple[int, str], str]:
     """The routing table of the manifest (no ``routes``: every case to the default model)."""
     return routes_from_rows(_load_manifest(models_dir).get("routes", []))

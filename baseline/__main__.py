@@ -9,13 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baseline.litemedsam import segment_2d, segment_3d
-from export.architectures.sam import BoxSAM
-from export.specs import get_spec, load_model
-
-
-def load_baseline() -> BoxSAM:
-    return load_model(get_spec("lite_medsam"))
+from baseline.litemedsam import load_baseline, segment_2d, segment_3d
+from modeling.architectures.sam import BoxSAM
 
 
 def predict_file(model: BoxSAM, path: Path, out_dir: Path, reuse_embeddings: bool = False) -> None:

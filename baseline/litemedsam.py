@@ -7,10 +7,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from export.architectures.sam import BoxSAM
+from modeling.architectures.sam import BoxSAM
+from modeling.registry import BASE_KEY, get_spec, load_model
 
 SIZE = 256
 BBOX_SHIFT = 3
+
+
+def load_baseline() -> BoxSAM:
+    """LiteMedSAM's published checkpoint, unchanged (the oracle every figure compares against)."""
+    return load_model(get_spec(BASE_KEY))
 
 
 def resize_longest_side(image: np.ndarray, target: int = SIZE) -> np.ndarray:

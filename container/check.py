@@ -31,6 +31,7 @@ import numpy as np
 
 from app.routing import case_dims, modality
 from common.machine import describe
+from common.paths import PUBLIC
 from common.process import cli_command, timed_process
 from common.reports import write_csv
 from container.challenge_run import TEAM, check_output, container_cmd, run_protocol, stage_case
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m container.check", description=__doc__)
     parser.add_argument("--image", default="localhost/medseg:latest")
     parser.add_argument("--engine", default=None, help="docker or podman (default: container/engine.sh)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
+    parser.add_argument("--data", type=Path, default=PUBLIC)
     parser.add_argument("--work", type=Path, default=Path("build/container"))
     parser.add_argument("--report", type=Path, default=Path("reports/container.md"))
     parser.add_argument("--no-memory", action="store_true", help="skip the 287x512x512 and over-limit runs")

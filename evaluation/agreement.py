@@ -15,6 +15,7 @@ import numpy as np
 
 from app.npz_io import load_case
 from app.routing import case_dims
+from common.paths import PUBLIC
 from common.reports import write_csv
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
 
@@ -69,7 +70,7 @@ def summarise(rows: list[dict[str, object]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.agreement", description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
+    parser.add_argument("--data", type=Path, default=PUBLIC)
     parser.add_argument("--out", type=Path, default=Path("reports/agreement"))
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="outputs per system (resumable)")
     parser.add_argument(

@@ -16,6 +16,7 @@ import numpy as np
 from app.routing import DEFAULT_MODEL_KEY
 from app.sessions import SessionCache, create_core, default_threads
 from common.machine import describe
+from common.paths import MODELS
 from common.reports import write_report
 
 BATCHES = (1, 2, 4, 8)
@@ -23,7 +24,7 @@ BATCHES = (1, 2, 4, 8)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.batching", description=__doc__)
-    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--key", default=DEFAULT_MODEL_KEY)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("reports/batching.md"))

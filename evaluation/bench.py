@@ -28,6 +28,7 @@ import numpy as np
 
 from app.routing import DEFAULT_MODEL_KEY, case_dims, modality
 from common.machine import describe
+from common.paths import MODELS, PUBLIC, SMOKE
 from common.process import cli_command, timed_process
 from common.reports import write_report
 from evaluation.physical import measured_gflops_per_s
@@ -167,7 +168,7 @@ def encoder_seconds(models: Path) -> dict[str, float]:
     import torch
 
     from app.sessions import SessionCache, create_core, default_threads
-    from baseline.__main__ import load_baseline
+    from baseline.litemedsam import load_baseline
 
     x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
     session = SessionCache(create_core(None), models, default_threads()).get(DEFAULT_MODEL_KEY)
@@ -238,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     parser = argparse.ArgumentParser(prog="python -m evaluation.bench", description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/public"))
-    parser.add_argument("--smoke", type=Path, default=Path("../shared/data/smoke"))
-    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--data", type=Path, default=PUBLIC)
+    parser.add_argument("--smoke", type=Path, default=SMOKE)
+    parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--per-group", type=int, default=3, help="cases per modality x dims group")
     parser.add_argument(
         "--large-baseline", action="store_true", help="also time the baseline on the large 3D cases (slow)"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-SHARED_DATA = Path("../shared/data")
+from common.paths import PUBLIC, PUBLIC2
+
 # Corpus name -> folder (relative to the project root, where every make target runs).
-DATA_ROOTS: dict[str, Path] = {"public": SHARED_DATA / "public", "public2": SHARED_DATA / "public2"}
+DATA_ROOTS: dict[str, Path] = {"public": PUBLIC, "public2": PUBLIC2}
 DEFAULT_DATA: tuple[Path, ...] = tuple(DATA_ROOTS.values())
 UNION_DIR = Path("build/data")
 

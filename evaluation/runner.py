@@ -13,11 +13,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from app.routing import DEFAULT_MODEL_KEY
+from common.paths import MODELS
 from common.process import cli_command, timed_process
 
 DEFAULT_WORK = Path("build/runs")
-DEFAULT_MODELS = Path("models")
-BASE_KEY = "lite_medsam"  # export.specs.BASE_KEY; repeated to keep this module free of torch
+DEFAULT_MODELS = MODELS
 # Flags per system for accuracy runs. The oracle reuses slice embeddings across the boxes of a
 # 3D case (identical masks, a fraction of the time); `make bench` times the original instead.
 SYSTEM_ARGS: dict[str, list[str]] = {"app": [], "baseline": ["--reuse-embeddings"]}
@@ -66,7 +67,7 @@ def base_only_models(models: Path, dest: Path) -> Path:
     """A models folder with LiteMedSAM alone and no routes (links to ``models``' IR): what the
     app runs when agreement with the oracle or a gate's baseline is measured."""
     manifest = json.loads((models / "manifest.json").read_text())
-    manifest["models"] = {BASE_KEY: manifest["models"][BASE_KEY]}
+    manifest["models"] = {DEFAULT_MODEL_KEY: manifest["models"][DEFAULT_MODEL_KEY]}
     manifest["routes"] = []
     return derived_models(models, dest, manifest)
 

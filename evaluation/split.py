@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from app.routing import modality, source_tag
+from common.paths import SPLIT_CSV
 from common.reports import write_csv
 from evaluation.datasets import DEFAULT_DATA, case_files
 
@@ -114,7 +115,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.split", description=__doc__)
     parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA))
-    parser.add_argument("--out", type=Path, default=Path("splits/public.csv"))
+    parser.add_argument("--out", type=Path, default=SPLIT_CSV)
     parser.add_argument("--fraction", type=float, default=VAL_FRACTION)
     args = parser.parse_args(argv)
     cases = {name: path.parent.name for name, path in case_files(args.data).items()}

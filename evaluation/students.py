@@ -22,13 +22,13 @@ import torch
 
 from app.sessions import compile_config
 from common.machine import describe
+from common.paths import MODELS
 from common.reports import write_csv, write_report
-from export.__main__ import encoder_gflops
-from export.architectures.sam import build_architecture
-from export.architectures.students import STUDENTS
 from export.to_onnx import export_encoder
 from export.to_openvino import convert_to_ir
 from export.wrappers import EncoderForExport
+from modeling.architectures.sam import build_architecture, encoder_gflops
+from modeling.architectures.students import STUDENTS
 
 SPEEDUP_GATE = 2.5
 TEACHER = "tinyvit (LiteMedSAM)"
@@ -90,7 +90,7 @@ def table_row(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.students", description=__doc__)
-    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--work", type=Path, default=Path("build/students"))
     parser.add_argument("--out", type=Path, default=Path("reports/students"))
     parser.add_argument("--rounds", type=int, default=5)

@@ -18,18 +18,18 @@ import numpy as np
 import onnxruntime as ort
 import openvino as ov
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from app.routing import routes_from_rows
 from app.sessions import MANIFEST_NAME, compile_config
 from common.machine import cpu_model_name
-from export.architectures.sam import BoxSAM
-from export.checkpoint import sha256_file, verify_sha256
+from common.paths import MODELS
 from export.parity import HopResult, check, compare, parity_inputs
-from export.specs import BASE_KEY, WEIGHTS_DIR, ModelSpec, get_spec, load_model, model_specs
 from export.to_onnx import OPSET, export_decoder, export_encoder
 from export.to_openvino import convert_to_ir
 from export.wrappers import DecoderForExport, EncoderForExport
+from modeling.architectures.sam import BoxSAM, encoder_gflops
+from modeling.checkpoint import sha256_file, verify_sha256
+from modeling.registry import BASE_KEY, WEIGHTS_DIR, ModelSpec, get_spec, load_model, model_specs
 
 GRAPHS = ("encoder", "decoder")
 PIN_FILE = Path(__file__).resolve().parent / "pinned_ir_sha256.json"
@@ -37,14 +37,6 @@ PIN_FILE = Path(__file__).resolve().parent / "pinned_ir_sha256.json"
 
 def log(msg: str) -> None:
     print(f"[export] {msg}", file=sys.stderr, flush=True)
-
-
-def encoder_gflops(model: BoxSAM, input_size: int) -> float:
-    """FLOPs (2 x multiply-adds) of one (1, 3, S, S) encoder pass, counted by torch."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.image_encoder(torch.zeros(1, 3, input_size, input_size))
-    return counter.get_total_flops() / 1e9
 
 
 def run_torch(model: BoxSAM, images: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,10 +228,16 @@ def report_reproducibility(entries: dict[str, dict[str, Any]], pin: bool) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    # --models / --weights as in every other command; the -dir spellings are kept as aliases
+    parser.add_argument("--models", "--models-dir", dest="models_dir", type=Path, default=MODELS)
     parser.add_argument("--build-dir", type=Path, default=Path("build/onnx"))
     parser.add_argument(
-        "--weights-dir", type=Path, default=WEIGHTS_DIR, help="trained models (<key>/card.json)"
+        "--weights",
+        "--weights-dir",
+        dest="weights_dir",
+        type=Path,
+        default=WEIGHTS_DIR,
+        help="trained models (<key>/card.json)",
     )
     parser.add_argument(
         "--keys",

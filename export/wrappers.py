@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.architectures.sam import BoxSAM
+from modeling.architectures.sam import BoxSAM
 
 ENCODER_INPUTS = ("image",)
 ENCODER_OUTPUTS = ("image_embeddings",)

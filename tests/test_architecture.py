@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from export.architectures.sam import ARCHITECTURES, build_architecture
-from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
+from modeling.architectures.sam import ARCHITECTURES, build_architecture
+from modeling.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
 
 
 @pytest.fixture(scope="module")

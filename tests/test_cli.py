@@ -68,3 +68,30 @@ def test_unusable_output_folder_exits_2(tmp_path, models_dir) -> None:
     blocker.write_text("x")
     result = run_predict(tmp_path, blocker / "out", tmp_path / "cache")
     assert result.returncode == 2 and "cannot create output folder" in result.stderr
+
+
+def test_every_shipped_ir_agrees_with_the_manifest(models_dir) -> None:
+    from app.sessions import contract_mismatches, create_core, read_manifest
+
+    core = create_core(None)
+    entries = read_manifest(models_dir)
+    assert entries
+    assert {key: contract_mismatches(core, e) for key, e in entries.items()} == {key: [] for key in entries}
+
+
+def test_warmup_refuses_an_ir_the_manifest_misdescribes(tmp_path, models_dir) -> None:
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir / "lite_medsam", models / "lite_medsam")
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    manifest["models"] = {"lite_medsam": {**manifest["models"]["lite_medsam"], "input_size": 512}}
+    manifest.pop("routes", None)
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    cache = tmp_path / "c"
+    argv = [sys.executable, "-m", "app", "--warmup", "--models", str(models), "--cache-dir", str(cache)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "input size 256, manifest says 512" in done.stderr
+    assert not cache.exists() or not any(cache.iterdir())  # nothing was compiled

@@ -8,8 +8,8 @@ import pytest
 
 from app.sessions import compile_config, read_manifest
 from export.__main__ import build_identity, matching_pin
-from export.checkpoint import sha256_file
-from export.specs import model_specs
+from modeling.checkpoint import sha256_file
+from modeling.registry import model_specs
 
 
 def test_manifest_lists_every_spec_with_matching_checksums(models_dir) -> None:

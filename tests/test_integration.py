@@ -13,13 +13,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_bright_disks_are_segmented(real_session) -> None:
     imgs, boxes, gts = disks_2d()
-    labels = segment_image(imgs, boxes.astype(float), real_session)
+    labels = segment_image(imgs, boxes.astype(float), real_session).labels
     for label in (1, 2):
         assert dice(labels == label, gts == label) >= 0.9
 
 
 def test_bright_ellipsoid_is_segmented_in_3d(real_session) -> None:
     imgs, boxes, gts = sphere_3d()
-    labels, cache = segment_volume(imgs, boxes.astype(float), real_session)
+    result = segment_volume(imgs, boxes.astype(float), real_session)
+    labels = result.labels
     assert dice(labels == 1, gts == 1) >= 0.9
-    assert cache is not None and cache.encodes == boxes[0, 5] - boxes[0, 2] + 1
+    assert result.encodes == boxes[0, 5] - boxes[0, 2] + 1

@@ -1,6 +1,6 @@
 """Imports run down the layers, never up: the runtime and the shared helpers import no offline
-stage; export (the stage that makes the models) imports no later stage. Every import counts,
-function-level ones included."""
+stage; the networks (modeling/) import no stage at all; export (the stage that makes the models)
+imports no later stage. Every import counts, function-level ones included."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "common": OFFLINE | {"app", "clinical"},
     "clinical": OFFLINE | {"common"},
     "cohort": OFFLINE - {"cohort"},
+    "modeling": OFFLINE | {"common", "clinical"},
     "export": {"evaluation", "train", "container", "demo", "cohort", "clinical"},
 }
 

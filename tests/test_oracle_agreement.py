@@ -7,7 +7,7 @@ from demo.synthetic import disks_2d, sphere_3d
 
 @pytest.fixture(scope="module")
 def baseline_model():
-    from baseline.__main__ import load_baseline
+    from baseline.litemedsam import load_baseline
 
     return load_baseline()
 
@@ -17,7 +17,7 @@ def test_2d_identical_to_the_oracle(real_session, baseline_model) -> None:
     from baseline.litemedsam import segment_2d
 
     imgs, boxes, _ = disks_2d(seed=3)
-    ours = segment_image(imgs, boxes.astype(float), real_session)
+    ours = segment_image(imgs, boxes.astype(float), real_session).labels
     ref = segment_2d(baseline_model, imgs, boxes)
     assert (ours != ref).mean() < 1e-4
 
@@ -27,7 +27,7 @@ def test_3d_identical_to_the_oracle(real_session, baseline_model) -> None:
     from baseline.litemedsam import segment_3d
 
     imgs, boxes, _ = sphere_3d(shape=(12, 64, 72), seed=4)
-    ours, _ = segment_volume(imgs, boxes.astype(float), real_session)
+    ours = segment_volume(imgs, boxes.astype(float), real_session).labels
     ref = segment_3d(baseline_model, imgs, boxes)
     assert (ours != ref).mean() < 1e-4
 

@@ -117,7 +117,7 @@ def test_box_router_sends_each_box_to_the_right_decoder() -> None:
     router = BoxRouter(spec, base, ref)
     image = np.zeros((256, 256, 3), np.uint8)  # FakeSession embeds it as (almost) zeros
     boxes = np.array([[10, 10, 232, 234], [100, 100, 110, 108]])  # a whole-image box, a small one
-    labels = segment_image(image, boxes, spec, choose=router)
+    labels = segment_image(image, boxes, spec, choose=router).labels
     assert used == ["spec", "base"]
     assert [d.accepted for d in router.decisions] == [True, False]
     assert set(np.unique(labels)) == {0, 1, 2}
@@ -204,8 +204,8 @@ def test_a_model_without_a_router_serves_every_box(models_dir: Path) -> None:
 
 
 def test_shipped_cards_name_their_router_with_its_checksum() -> None:
-    from export.checkpoint import sha256_file
-    from export.specs import trained_specs
+    from modeling.checkpoint import sha256_file
+    from modeling.registry import trained_specs
 
     for key, spec in trained_specs().items():
         assert spec.router is not None, f"weights/{key} ships no router"
@@ -235,7 +235,7 @@ def test_source_gate_ships_only_without_a_loss_on_unseen_sources() -> None:
 
 
 def test_settle_ships_passed_routes_with_the_router_and_drops_retired_groups(tmp_path: Path) -> None:
-    from export.specs import CARD_NAME
+    from modeling.registry import CARD_NAME
     from train.source_gate import ROUTER_FILE, drop_retired, settle_routes
 
     candidates, weights = tmp_path / "candidates", tmp_path / "weights"
@@ -244,7 +244,10 @@ def test_settle_ships_passed_routes_with_the_router_and_drops_retired_groups(tmp
         folder.mkdir(parents=True)
         (folder / "decoder_fp16.pt").write_bytes(b"weights")
         (folder / ROUTER_FILE).write_bytes(b"router")
-        card = {"key": group, "kind": "decoder specialist", "routes": [{"dims": 2, "modality": "x"}]}
+        card = {
+            "key": group, "kind": "decoder specialist", "routes": [{"dims": 2, "modality": "x"}],
+            "overlays": {"mask_decoder": {"file": "decoder_fp16.pt"}},
+        }  # fmt: skip
         (folder / CARD_NAME).write_text(json.dumps(card))
     (weights / "volumes_3d").mkdir(parents=True)  # a group that no longer exists
     (weights / "volumes_3d" / CARD_NAME).write_text(json.dumps({"kind": "decoder specialist"}))

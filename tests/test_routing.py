@@ -60,7 +60,7 @@ def test_dims_from_prefix(name: str, dims: int | None) -> None:
 
 
 def test_routing_targets_are_export_specs() -> None:
-    from export.specs import BASE_KEY, model_specs
+    from modeling.registry import BASE_KEY, model_specs
 
     specs = model_specs()
     assert DEFAULT_MODEL_KEY == BASE_KEY

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.specs import BASE, BASE_KEY, CARD_NAME, get_spec, load_model, model_specs, trained_specs
+from modeling.registry import BASE, BASE_KEY, CARD_NAME, get_spec, load_model, model_specs, trained_specs
 from train.gate import (
     ALL,
     SPECIALIST_RULE,
@@ -169,7 +169,7 @@ def test_provenance_names_sources_and_terms() -> None:
 
 
 def test_shipped_weights_fit_the_budget_and_have_cards() -> None:
-    from export.specs import WEIGHTS_DIR
+    from modeling.registry import WEIGHTS_DIR
 
     files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file() and p.name != "README.md"]
     assert sum(p.stat().st_size for p in files) < 60 * 2**20

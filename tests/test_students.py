@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from app.preprocessing import encoder_input
-from export.architectures.sam import ARCHITECTURES, build_architecture
-from export.architectures.students import STUDENTS, build_student
-from train.distill import DistillConfig, augment, case_images, distill, quantised_input
+from modeling.architectures.sam import ARCHITECTURES, build_architecture
+from modeling.architectures.students import STUDENTS, build_student
+from train.distill.loop import DistillConfig, distill
+from train.distill.samples import augment, case_images, quantised_input
 
 
 @pytest.mark.parametrize("name", sorted(STUDENTS))
@@ -31,7 +32,7 @@ def test_unknown_student_is_refused() -> None:
 
 
 def test_student_sam_loads_the_base_prompt_encoder_and_decoder_strictly() -> None:
-    from export.checkpoint import lite_medsam_checkpoint, load_state_strict
+    from modeling.checkpoint import lite_medsam_checkpoint, load_state_strict
 
     model = build_architecture("student_repvit_m06")
     load_state_strict(model, lite_medsam_checkpoint(), skip=("image_encoder",))
@@ -108,7 +109,7 @@ def test_distillation_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> Non
 
 def test_make_distill_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path, models_dir: Path) -> None:
     from demo.synthetic import disks_2d, save_case, sphere_3d
-    from train.distill import main
+    from train.distill.__main__ import main
 
     data = tmp_path / "data"
     data.mkdir()

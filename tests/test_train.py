@@ -93,7 +93,7 @@ def test_losses_reward_the_right_mask() -> None:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_decoder_training_resumes_where_it_stopped(tmp_path: Path) -> None:
-    from export.specs import get_spec, load_model
+    from modeling.registry import get_spec, load_model
     from train.loop import TrainConfig, train_decoder, write_log
 
     pool = tiny_pool()

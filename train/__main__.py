@@ -28,11 +28,12 @@ import torch
 from app.novelty import save_reference
 from app.routing import source_tag
 from app.sessions import SamSession, SessionCache, create_core
+from common.paths import MODELS, SPLIT_CSV
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
-from export.checkpoint import sha256_file
-from export.specs import BASE_KEY, WEIGHTS_DIR, get_spec, load_model
+from modeling.checkpoint import sha256_file
+from modeling.registry import BASE_KEY, WEIGHTS_DIR, get_spec, load_model
 from train.data import load_pool
-from train.gate import DECODER_FILE, candidate_card, write_candidate
+from train.gate import DECODER_FILE, candidate_card, verdict, write_candidate
 from train.groups import GROUPS, group_of
 from train.loop import TrainConfig, plot_log, train_decoder, write_log
 from train.provenance import sources_of
@@ -120,9 +121,9 @@ def fit_router(cases: list[Path], features: BoxFeatures, folder: Path, cfg: Rout
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA), help="data folders")
-    parser.add_argument("--split", type=Path, default=Path("splits/public.csv"))
+    parser.add_argument("--split", type=Path, default=SPLIT_CSV)
     parser.add_argument("--groups", nargs="*", default=list(GROUPS), choices=list(GROUPS))
-    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--cache", type=Path, default=Path("build/train_cache"), help="embedding cache")
     parser.add_argument("--out", type=Path, default=Path("build/train"), help="states and weights")
     parser.add_argument("--report", type=Path, default=Path("reports/train"))
@@ -183,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gate: removed {args.weights / key}: no such group in train/groups.py", file=sys.stderr)
     write_source_report(rows, route_verdicts(rows), report, command, gated=sorted(val_names))
     for v in verdicts:
-        verdict = "shipped" if v.accepted else "keeps LiteMedSAM"
-        print(f"gate: {v.group}: {v.modality} {v.dims}D: {verdict} ({v.reason})", file=sys.stderr)
+        print(f"gate: {v.group}: {v.modality} {v.dims}D: {verdict(v.accepted)} ({v.reason})", file=sys.stderr)
     print("gate: now `make export` ships the accepted specialists, their routers and routes", file=sys.stderr)
     return 0
 

@@ -28,8 +28,8 @@ import numpy as np
 from common.reports import write_csv
 from evaluation.evaluate import score_one
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
-from export.checkpoint import sha256_file
-from export.specs import BASE, BASE_KEY, CARD_NAME
+from modeling.checkpoint import sha256_file
+from modeling.registry import BASE, BASE_KEY, CARD_NAME
 from train.groups import GROUPS, group_of
 
 DECODER_FILE = "decoder_fp16.pt"
@@ -98,6 +98,11 @@ def passes_gate(
     return spec_dsc - base_dsc >= rule.min_dsc_gain - 1e-9 and (rule.nsd_may_drop or spec_nsd >= base_nsd)
 
 
+def verdict(accepted: bool) -> str:
+    """The one wording of a gate's decision on a route, in logs, tables and pictures."""
+    return "shipped" if accepted else "keeps LiteMedSAM"
+
+
 def candidate_card(group: str, decoder: Path, training: dict[str, Any]) -> dict[str, Any]:
     """The card of a decoder specialist for ``group`` (validation filled in by the gate)."""
     spec_group = GROUPS[group]
@@ -116,9 +121,12 @@ def candidate_card(group: str, decoder: Path, training: dict[str, Any]) -> dict[
     }
 
 
-def write_candidate(folder: Path, card: dict[str, Any], decoder: Path) -> None:
+def write_candidate(folder: Path, card: dict[str, Any], weights: Path) -> None:
+    """The one card writer: ``folder/card.json`` and the overlay file the card names (a decoder
+    specialist's or a student encoder's fp16 weights, copied from ``weights``)."""
+    (overlay,) = card["overlays"].values()
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(decoder, folder / DECODER_FILE)
+    shutil.copyfile(weights, folder / overlay["file"])
     (folder / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
@@ -134,7 +142,7 @@ def group_means(rows: list[dict[str, object]], names: list[str]) -> tuple[float,
 
 
 def export_candidates(weights: Path, models: Path, onnx: Path) -> None:
-    cmd = [sys.executable, "-m", "export", "--weights-dir", str(weights), "--models-dir", str(models),
+    cmd = [sys.executable, "-m", "export", "--weights", str(weights), "--models", str(models),
            "--build-dir", str(onnx)]  # fmt: skip
     subprocess.run(cmd, check=True)
 
@@ -236,10 +244,10 @@ def write_report(
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        verdict = "(group mean)" if r.modality == ALL else ("yes" if r.accepted else "no: keeps LiteMedSAM")
+        decided = "(group mean)" if r.modality == ALL else verdict(r.accepted)
         lines.append(
             f"| {r.label} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
-            f"{r.spec_dsc - r.base_dsc:+.4f} | {r.base_nsd:.4f} | {r.spec_nsd:.4f} | {verdict} |"
+            f"{r.spec_dsc - r.base_dsc:+.4f} | {r.base_nsd:.4f} | {r.spec_nsd:.4f} | {decided} |"
         )
     lines += ["", "![validation DSC and NSD per group](gate.png)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
@@ -264,9 +272,7 @@ def plot_gate(results: list[GateResult], path: Path, what: str) -> None:
         spec = [getattr(r, f"spec_{metric}") for r in results]
         ax.bar(x - 0.2, base, 0.4, label="LiteMedSAM")
         ax.bar(x + 0.2, spec, 0.4, label=what)
-        ticks = [
-            f"{r.modality} {r.dims}D\n{r.group}\n{'shipped' if r.accepted else 'kept base'}" for r in results
-        ]
+        ticks = [f"{r.modality} {r.dims}D\n{r.group}\n{verdict(r.accepted)}" for r in results]
         ax.set_xticks(x, ticks, fontsize=7)
         ax.set(ylim=(0, 1), ylabel=f"validation mean {metric.upper()}")
         ax.legend(fontsize=8)

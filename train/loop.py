@@ -1,14 +1,17 @@
 """Fine-tune LiteMedSAM's mask decoder on cached embeddings; resumable at every checkpoint.
 
 The image encoder is frozen (its embeddings are cached), the prompt encoder too; only the mask
-decoder trains. State (decoder, optimiser, step, RNG, log) is saved atomically every
-``checkpoint_every`` steps to ``<out>/state.pt``, and a run started again continues from it.
+decoder trains. ``resumable_loop`` is the one training loop of the project (specialist decoders
+here, student encoders in ``train/distill``): state (module, optimiser, step, RNG, log) is saved
+atomically every ``checkpoint_every`` steps to ``<out>/state.pt``, and a run started again
+continues from it.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 from common.reports import write_csv
-from export.architectures.sam import BoxSAM
+from modeling.architectures.sam import BoxSAM
 from train.data import Pool, make_batch
 from train.losses import total_loss
 
@@ -72,33 +75,71 @@ def save_atomic(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+@dataclass(frozen=True)
+class Trainee:
+    """What the resumable loop trains: ``module`` (its state is checkpointed under ``key``), its
+    optimiser, one optimisation step (rng -> log values) and the validation (-> log values)."""
+
+    name: str
+    key: str
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[np.random.Generator], dict[str, float]]
+    validate: Callable[[], dict[str, float]]
+
+
+def resumable_loop(trainee: Trainee, out: Path, config: dict, prog: str) -> list[dict]:
+    """Run ``config["steps"]`` steps of ``trainee`` (seeded by ``config["seed"]``), validating every
+    ``val_every`` and saving (module, optimiser, step, RNG, log) atomically to ``out/state.pt``
+    every ``checkpoint_every`` steps; a run started again continues from that state. The log rows
+    (step, step values, validation values where run) are returned."""
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.pt"
+    rng = np.random.default_rng(config["seed"])
+    step, log = 0, []
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if _resumable(state["config"]) != _resumable(config):
+            msg = f"{state_path} was made with {state['config']}, not {config}: remove it to restart"
+            raise ValueError(msg)
+        trainee.module.load_state_dict(state[trainee.key])
+        trainee.optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        step, log = state["step"], state["log"]
+        print(f"{prog}: resumed {trainee.name} at step {step}", file=sys.stderr)
+    if step == 0:
+        log.append({"step": 0, **trainee.validate()})
+    t0 = time.perf_counter()
+    while step < config["steps"]:
+        trainee.module.train()
+        row = {"step": step + 1, **trainee.step(rng)}
+        step += 1
+        if step % config["val_every"] == 0 or step == config["steps"]:
+            row.update(trainee.validate())
+            values = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "step")
+            print(f"{prog}: {trainee.name} step {step}/{config['steps']} {values} "
+                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)  # fmt: skip
+        log.append(row)
+        if step % config["checkpoint_every"] == 0 or step == config["steps"]:
+            save_atomic(state_path, {
+                "config": config, trainee.key: trainee.module.state_dict(),
+                "optimizer": trainee.optimizer.state_dict(), "rng": rng.bit_generator.state,
+                "step": step, "log": log,
+            })  # fmt: skip
+    trainee.module.eval()
+    return log
+
+
 def train_decoder(model: BoxSAM, train: Pool, val: Pool, out: Path, cfg: TrainConfig) -> list[dict]:
     """Train ``model.mask_decoder`` in place for ``cfg.steps`` steps (resuming from
     ``out/state.pt`` when present); returns the log rows (step, losses, val Dice)."""
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "state.pt"
     for p in model.parameters():
         p.requires_grad_(False)
     for p in model.mask_decoder.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(model.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
-    step, log = 0, []
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if _resumable(state["config"]) != _resumable(asdict(cfg)):
-            msg = f"{state_path} was made with {state['config']}, not {asdict(cfg)}: remove it to restart"
-            raise ValueError(msg)
-        model.mask_decoder.load_state_dict(state["decoder"])
-        opt.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        step, log = state["step"], state["log"]
-        print(f"train: resumed {out.name} at step {step}", file=sys.stderr)
-    if step == 0:
-        log.append({"step": 0, "val_dice": val_dice(model, val, cfg.val_limit)})
-    t0 = time.perf_counter()
-    while step < cfg.steps:
-        model.mask_decoder.train()
+
+    def one_step(rng: np.random.Generator) -> dict[str, float]:
         rows = rng.integers(0, len(train.objects), size=cfg.batch)
         emb, boxes, target, valid = (torch.from_numpy(a) for a in make_batch(train, rows, rng, cfg.box_shift))
         logits, iou_pred = decode(model, emb, boxes)
@@ -106,19 +147,13 @@ def train_decoder(model: BoxSAM, train: Pool, val: Pool, out: Path, cfg: TrainCo
         opt.zero_grad()
         loss.backward()
         opt.step()
-        step += 1
-        row = {"step": step, **parts}
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            row["val_dice"] = val_dice(model, val, cfg.val_limit)
-            elapsed = time.perf_counter() - t0
-            print(f"train: {out.name} step {step}/{cfg.steps} loss {parts['loss']:.4f} "
-                  f"val Dice {row['val_dice']:.4f} ({elapsed:.0f} s)", file=sys.stderr)  # fmt: skip
-        log.append(row)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_atomic(state_path, {
-                "config": asdict(cfg), "decoder": model.mask_decoder.state_dict(),
-                "optimizer": opt.state_dict(), "rng": rng.bit_generator.state, "step": step, "log": log,
-            })  # fmt: skip
+        return parts
+
+    trainee = Trainee(
+        name=out.name, key="decoder", module=model.mask_decoder, optimizer=opt, step=one_step,
+        validate=lambda: {"val_dice": val_dice(model, val, cfg.val_limit)},
+    )  # fmt: skip
+    log = resumable_loop(trainee, out, asdict(cfg), "train")
     model.eval()
     return log
 

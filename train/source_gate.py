@@ -38,7 +38,7 @@ from evaluation.runner import (
     run_missing,
     without_routers,
 )
-from export.specs import CARD_NAME
+from modeling.registry import CARD_NAME
 from train.gate import DECODER_FILE, export_candidates, write_candidate, write_cases_csv
 from train.groups import GROUPS, group_of
 

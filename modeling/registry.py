@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from app.routing import DEFAULT_MODEL_KEY
-from export.architectures.sam import BoxSAM, build_architecture
-from export.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
+from modeling.architectures.sam import BoxSAM, build_architecture
+from modeling.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
 
 # The preprocessing contract the weights were trained with (LiteMedSAM's operating point).
 # Written into the manifest and each IR's rt_info; app/preprocessing.py implements it.

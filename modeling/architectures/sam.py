@@ -7,11 +7,12 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from export.architectures.mask_decoder import MaskDecoder
-from export.architectures.prompt_encoder import PromptEncoder
-from export.architectures.students import STUDENTS, build_student
-from export.architectures.tiny_vit import TinyViT
+from modeling.architectures.mask_decoder import MaskDecoder
+from modeling.architectures.prompt_encoder import PromptEncoder
+from modeling.architectures.students import STUDENTS, build_student
+from modeling.architectures.tiny_vit import TinyViT
 
 
 class BoxSAM(nn.Module):
@@ -59,3 +60,11 @@ def build_architecture(name: str) -> BoxSAM:
     except KeyError:
         msg = f"unknown architecture {name!r}; valid: {sorted(ARCHITECTURES)}"
         raise ValueError(msg) from None
+
+
+def encoder_gflops(model: BoxSAM, input_size: int) -> float:
+    """FLOPs (2 x multiply-adds) of one (1, 3, S, S) encoder pass, counted by torch."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.image_encoder(torch.zeros(1, 3, input_size, input_size))
+    return counter.get_total_flops() / 1e9

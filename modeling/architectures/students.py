@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.architectures.layers import LayerNorm2d
+from modeling.architectures.layers import LayerNorm2d
 
 EMBED_DIM = 256
 EMBED_GRID = 64  # (B, 256, 64, 64), LiteMedSAM's embedding at 256 x 256 input

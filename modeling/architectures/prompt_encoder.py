@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from export.architectures.layers import LayerNorm2d
+from modeling.architectures.layers import LayerNorm2d
 
 
 class RandomFourierPE(nn.Module):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from export.architectures.layers import MLP, LayerNorm2d
+from modeling.architectures.layers import MLP, LayerNorm2d
 
 
 class Attention(nn.Module):

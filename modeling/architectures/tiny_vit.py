@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.architectures.layers import LayerNorm2d
+from modeling.architectures.layers import LayerNorm2d
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,2 @@
+"""Student encoder distillation (``make distill``): samples, loop, report, gate; the CLI in
+``__main__``."""

@@ -1,0 +1,115 @@
+"""``make distill``: decoupled distillation of a student image encoder from LiteMedSAM's TinyViT.
+
+1. Cache (resumable, one file per case): for every train-split case of ``splits/public.csv``
+   (2D images; up to ``per_volume`` slices of each volume, evenly spread over its non-empty
+   slices), ``views`` views (the first as is, the others flipped / rotated / gamma- and
+   contrast-jittered), preprocessed exactly as the app does and stored as uint8
+   (N, 3, 256, 256) with the teacher's embedding of that very input, fp16 (N, 256, 64, 64).
+   Validation-split cases are cached without augmentation, with their model-frame labels.
+2. Train the student (``--student``, a name of ``modeling/architectures/students.py``) with MSE to
+   the teacher's embedding; AdamW; resumable from ``build/distill/<student>/state.pt``.
+   Logged every ``val_every`` steps: validation embedding MSE and the end-to-end proxy Dice
+   (LiteMedSAM's unchanged prompt encoder + mask decoder on the student's embeddings, tight
+   boxes, model frame) next to the same Dice on the teacher's embeddings (the ceiling).
+3. ``--gate``: export the student (same export stage, parity gates) and run the app with it on
+   the validation cases of every group that has no specialist; a group gets the student when
+   its validation DSC is within one point of LiteMedSAM's (STUDENT_RULE). Accepted groups ->
+   ``weights/student_<name>/`` (routes for those groups only); none -> nothing ships.
+
+Outputs: ``reports/students/distill_log.csv``, ``distill.png``, ``gate/`` (with ``--gate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from app.sessions import SessionCache, create_core
+from common.paths import MODELS, PUBLIC, SPLIT_CSV
+from modeling.architectures.students import STUDENTS
+from modeling.registry import BASE_KEY, WEIGHTS_DIR
+from train.data import Pool, objects_of
+from train.distill.gate import ENCODER_FILE, gate_student
+from train.distill.loop import DistillConfig, base_decoder_model, distill
+from train.distill.report import plot_log, write_log, write_summary
+from train.distill.samples import load_arrays, train_sample, val_sample
+from train.groups import GROUPS
+from train.loop import val_dice
+from train.provenance import sources_of
+from train.samples import cache_cases, split_paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.distill", description=__doc__)
+    parser.add_argument("--data", type=Path, default=PUBLIC)
+    parser.add_argument("--split", type=Path, default=SPLIT_CSV)
+    parser.add_argument("--models", type=Path, default=MODELS)
+    parser.add_argument("--cache", type=Path, default=Path("build/distill_cache"))
+    parser.add_argument("--out", type=Path, default=Path("build/distill"))
+    parser.add_argument("--report", type=Path, default=Path("reports/students"))
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--gate-dir", type=Path, default=Path("build/gate_student"))
+    parser.add_argument("--views", type=int, default=2, help="views per image (the first unaugmented)")
+    parser.add_argument("--per-volume", type=int, default=12, help="slices per volume (train)")
+    parser.add_argument("--val-per-volume", type=int, default=4, help="object slices per volume (validation)")
+    parser.add_argument(
+        "--gate", action="store_true", help="after training, gate the student on the val split"
+    )
+    parser.add_argument("--gate-groups", nargs="*", default=None, choices=list(GROUPS), help="only these")
+    for name, default in asdict(DistillConfig()).items():
+        kind = str if name == "student" else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    args = parser.parse_args(argv)
+    if args.student not in STUDENTS:
+        parser.error(f"unknown student {args.student!r}; candidates: {sorted(STUDENTS)}")
+    if not args.data.is_dir():
+        parser.error(f"no data folder {args.data}")
+    cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
+    teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
+    cases = split_paths(args.split, args.data)
+    train_files = cache_cases(
+        cases["train"],
+        args.cache / "train",
+        lambda p: train_sample(p, teacher, args.views, args.per_volume, cfg.seed),
+        "distill",
+    )
+    val_files = cache_cases(
+        cases["val"], args.cache / "val", lambda p: val_sample(p, teacher, args.val_per_volume), "distill"
+    )
+    train = load_arrays(train_files, ("inputs", "teacher"))
+    val = load_arrays(val_files, ("inputs", "teacher", "labels", "hw"))
+    print(f"distill: {len(train['inputs'])} train views of {len(train_files)} cases, "
+          f"{len(val['inputs'])} validation slices of {len(val_files)} cases", file=sys.stderr)  # fmt: skip
+    decoder_model = base_decoder_model()
+    teacher_pool = Pool(val["teacher"], val["labels"], val["hw"], objects_of(val["labels"]))
+    teacher_dice = val_dice(decoder_model, teacher_pool, limit=len(teacher_pool.objects))
+    encoder, log = distill(train, val, args.out / cfg.student, cfg)
+    weights = args.out / cfg.student / ENCODER_FILE
+    torch.save({k: v.half() for k, v in encoder.state_dict().items()}, weights)
+    args.report.mkdir(parents=True, exist_ok=True)
+    write_log(log, teacher_dice, args.report / "distill_log.csv")
+    plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
+    sizes = {"train_cases": len(train_files), "train_views": len(train["inputs"]),
+             "val_cases": len(val_files), "val_slices": len(val["inputs"])}  # fmt: skip
+    write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md")
+    print(f"distill: wrote {weights}, {args.report}/distill_log.csv, distill.png "
+          f"(teacher proxy Dice {teacher_dice:.4f})", file=sys.stderr)  # fmt: skip
+    if args.gate:
+        training = {
+            "command": "make distill",
+            "data": f"{args.data}, train rows of {args.split} (masks not used)",
+            "cases": len(train_files), "views": int(len(train["inputs"])),
+            "sources": sources_of([p.name for p in cases["train"]]),
+            "config": asdict(cfg), "teacher_proxy_val_dice": teacher_dice,
+            "student_proxy_val_dice": log[-1].get("val_dice"),
+        }  # fmt: skip
+        gate_student(f"student_{cfg.student}", weights, cases["val"], args, training)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

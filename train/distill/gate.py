@@ -1,0 +1,78 @@
+"""The student's gate: export it, run the app on the validation cases of every route no
+specialist serves, ship it (``weights/student_<name>/``) for the routes that pass."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from app.routing import modality
+from modeling.checkpoint import sha256_file
+from modeling.registry import BASE_KEY, model_specs
+from train.gate import (
+    ALL,
+    STUDENT_RULE,
+    decisions,
+    group_validation,
+    run_gate,
+    verdict,
+    write_candidate,
+    write_report,
+)
+from train.groups import GROUPS, group_of
+
+ENCODER_FILE = "encoder_fp16.pt"
+
+
+def gate_student(
+    key: str, weights: Path, val_cases: list[Path], args: argparse.Namespace, training: dict
+) -> None:
+    """Export the student, run the gate on every route (dims, modality) no specialist serves,
+    ship it for the routes that pass."""
+    taken = {route for spec in model_specs(args.weights).values() for route in spec.routes}
+    chosen = [g for g in GROUPS if not args.gate_groups or g in args.gate_groups]
+    free = [
+        (g, (GROUPS[g].dims, m))
+        for g in chosen
+        for m in GROUPS[g].modalities
+        if (GROUPS[g].dims, m) not in taken
+    ]
+    val_names = {
+        g: [
+            p.name
+            for p in val_cases
+            if group_of(p.name) == g and (GROUPS[g].dims, modality(p.name)) not in taken
+        ]
+        for g in chosen
+    }
+    val_names = {g: names for g, names in val_names.items() if names}
+    routes = [{"dims": dims, "modality": m} for g, (dims, m) in free if g in val_names]
+    card = {
+        "key": key, "kind": "student encoder", "architecture": f"student_{args.student}", "base": BASE_KEY,
+        "overlays": {"image_encoder": {"file": ENCODER_FILE, "sha256": sha256_file(weights)}},
+        "routes": routes,
+        "licence": "Apache-2.0; distilled from LiteMedSAM's encoder (Apache-2.0) on the research-licence "
+        "data named in training.sources (their terms apply to any use)",
+        "training": training,
+    }  # fmt: skip
+    shutil.rmtree(args.gate_dir / "weights", ignore_errors=True)
+    write_candidate(args.gate_dir / "weights" / key, card, weights)
+    command = f"make distill (python -m train.distill --student {args.student} --gate)"
+    results, rows = run_gate(val_names, args.data, args.gate_dir, STUDENT_RULE)
+    write_report(results, rows, args.report / "gate", command, what="student")
+    accepted = [r for g in val_names for r in decisions(results, g)]
+    target = args.weights / key
+    shutil.rmtree(target, ignore_errors=True)
+    for r in results:
+        decided = "(group mean)" if r.modality == ALL else verdict(r.accepted)
+        print(
+            f"distill gate: {r.label}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}: {decided}", file=sys.stderr
+        )
+    if not accepted:
+        print("distill gate: no route passed; no student ships", file=sys.stderr)
+        return
+    card["routes"] = [{"dims": r.dims, "modality": r.modality} for r in accepted]
+    card["validation"] = {g: group_validation(results, g, command) for g in val_names}
+    write_candidate(target, card, weights)

@@ -1,0 +1,83 @@
+"""The distillation's report: learning-curve CSV, picture and ``reports/students/distill.md``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.machine import describe
+from common.reports import write_csv, write_report
+from train.distill.loop import DistillConfig
+
+
+def write_log(log: list[dict], teacher_dice: float, path: Path) -> None:
+    fields = ["step", "train_mse", "val_mse", "val_dice", "teacher_val_dice"]
+    rows = [{**row, "teacher_val_dice": teacher_dice if "val_dice" in row else ""} for row in log]
+    write_csv(path, rows, fields)
+
+
+def plot_log(log: list[dict], teacher_dice: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_mse, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.5))
+    train_rows = [r for r in log if "train_mse" in r]
+    if train_rows:
+        values = np.array([r["train_mse"] for r in train_rows])
+        window = max(1, min(25, len(values) // 5))
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax_mse.plot([r["step"] for r in train_rows][window - 1 :], smooth, label=f"train (mean of {window})")
+    val = [r for r in log if "val_mse" in r]
+    ax_mse.plot([r["step"] for r in val], [r["val_mse"] for r in val], marker="o", label="validation")
+    ax_mse.set(xlabel="step", ylabel="embedding MSE to TinyViT", yscale="log", title=title)
+    ax_mse.legend()
+    ax_dice.plot([r["step"] for r in val], [r["val_dice"] for r in val], marker="o", label="student")
+    ax_dice.axhline(teacher_dice, color="k", linestyle="--", label="TinyViT (teacher)")
+    ax_dice.set(
+        xlabel="step", ylabel="validation Dice (model frame)", ylim=(0, 1), title="end to end, tight boxes"
+    )
+    ax_dice.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_summary(
+    log: list[dict],
+    teacher_dice: float,
+    cfg: DistillConfig,
+    sizes: dict[str, int],
+    path: Path,
+) -> None:
+    """``reports/students/distill.md``: what was trained on what, and the learning curve."""
+    val = [r for r in log if "val_dice" in r]
+    lines = [
+        f"# Distillation: student `{cfg.student}` from TinyViT (LiteMedSAM)",
+        "",
+        f"Command: `make distill` (`python -m train.distill --student {cfg.student} --steps {cfg.steps}`), "
+        f"{time.strftime('%Y-%m-%d')}. Machine: {describe()}.",
+        f"Data: {sizes['train_cases']} train-split cases of `splits/public.csv` -> "
+        f"{sizes['train_views']} cached views (teacher embeddings fp16); validation: "
+        f"{sizes['val_cases']} val-split cases -> "
+        f"{sizes['val_slices']} slices with objects. Batch {cfg.batch}, AdamW lr {cfg.lr}. "
+        "The proxy below is a quick signal only; the gate (`gate/README.md`) runs the real app.",
+        "",
+        "Validation proxy Dice: LiteMedSAM's prompt encoder + mask decoder (unchanged) on the student's "
+        f"embeddings, tight boxes, model frame. The same on TinyViT's own embeddings: **{teacher_dice:.4f}** "
+        "(the ceiling).",
+        "",
+        "| step | images seen | val embedding MSE | val proxy Dice | gap to TinyViT |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['step']} | {r['step'] * cfg.batch} | {r['val_mse']:.4f} | {r['val_dice']:.4f} | "
+            f"{r['val_dice'] - teacher_dice:+.4f} |"
+            for r in val
+        ),
+        "",
+        "![learning curve](distill.png)",
+    ]
+    write_report(path, lines)
