@@ -34,8 +34,8 @@ from common.machine import describe
 from common.paths import PUBLIC
 from common.process import cli_command, timed_process
 from common.reports import write_csv
+from common.synthetic import disks_2d, phantom_3d, save_case, sphere_3d
 from container.challenge_run import TEAM, check_output, container_cmd, run_protocol, stage_case
-from demo.synthetic import disks_2d, phantom_3d, save_case, sphere_3d
 from evaluation.memcheck import big_volume
 
 HARDENING = ["--network", "none", "--read-only"]

@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from app.routing import case_dims
-from demo.overlay import montage_3d, overlay_2d, write_png
-from demo.synthetic import box_sidecar, disks_2d, phantom_3d, save_case, write_nifti
+from common.overlay import montage_3d, overlay_2d, write_png
+from common.synthetic import box_sidecar, disks_2d, phantom_3d, save_case, write_nifti
 
 # NIfTI demo grid: voxel (x, y, z) -> RAS mm, x and y flipped, 1 x 1 x 2 mm, off origin.
 PHANTOM_AFFINE = np.array([[-1.0, 0, 0, 90.0], [0, -1.0, 0, 110.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])

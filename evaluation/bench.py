@@ -73,7 +73,7 @@ def large_cases(smoke: Path, folder: Path, shape: tuple[int, int, int] = (287, 5
     """Resample the smoke CT (imgs + gts) to ``shape``; boxes of its 6 largest objects."""
     import cv2
 
-    from demo.synthetic import save_case, tight_boxes
+    from common.synthetic import save_case, tight_boxes
 
     src = next(iter(sorted(smoke.glob("3DBox_*.npz"))), None)
     if src is None:

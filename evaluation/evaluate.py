@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import modality, source_tag
+from common.overlay import montage_3d, overlay_2d, write_png
 from common.reports import write_csv
-from demo.overlay import montage_3d, overlay_2d, write_png
 from evaluation.datasets import DATA_ROOTS, as_one_folder
 from evaluation.metrics import SPACING_ORDERS, score_case, spacing_for_axes
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, output_folder, run_missing

@@ -30,7 +30,7 @@ from app.routing import case_dims
 from common.machine import describe
 from common.process import cli_command
 from common.reports import write_report
-from demo.synthetic import disks_2d, save_case, tight_boxes, write_bomb
+from common.synthetic import disks_2d, save_case, tight_boxes, write_bomb
 
 LIMIT_GB = 8.0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from common.machine import describe
 from common.process import cli_command, timed_process
 from common.reports import write_report
-from demo.synthetic import disks_2d, save_case
+from common.synthetic import disks_2d, save_case
 
 
 def run_once(inputs: Path, outputs: Path, cache: str, tree: Path | None = None) -> float:

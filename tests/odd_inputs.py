@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.synthetic import npy_bytes, write_bomb, write_lying_npy, write_members
+from common.synthetic import npy_bytes, write_bomb, write_lying_npy, write_members
 
 Arrays = dict[str, np.ndarray]
 RGB = np.zeros((40, 50, 3), np.uint8)

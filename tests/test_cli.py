@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.synthetic import disks_2d, save_case, sphere_3d
+from common.synthetic import disks_2d, save_case, sphere_3d
 from tests.conftest import ROOT
 
 

@@ -17,7 +17,7 @@ import pytest
 from clinical.geometry import voxel_boxes
 from clinical.intensity import DEFAULT_CT_WINDOW, to_uint8
 from clinical.sidecar import SidecarError, parse_sidecar
-from demo.synthetic import box_sidecar, save_case, sphere_3d, write_dicom_series, write_nifti
+from common.synthetic import box_sidecar, save_case, sphere_3d, write_dicom_series, write_nifti
 from tests.conftest import ROOT
 
 nib = pytest.importorskip("nibabel")  # requirements/clinical.txt (in dev.txt)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from app.shards import read_records
-from demo.synthetic import disks_2d, save_case, sphere_3d
+from common.synthetic import disks_2d, save_case, sphere_3d
 from tests.conftest import ROOT
 
 distributed = pytest.importorskip("distributed")  # requirements/cohort.txt (in dev.txt)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.synthetic import disks_2d, save_case, sphere_3d
+from common.synthetic import disks_2d, save_case, sphere_3d
 from evaluation import bench, evaluate, runner, split
 
 

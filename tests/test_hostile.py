@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from app.errors import CaseError
 from app.npz_io import load_case, write_output
-from demo.synthetic import disks_2d, npy_bytes, save_case, write_bomb
+from common.synthetic import disks_2d, npy_bytes, save_case, write_bomb
 from tests.conftest import ROOT
 
 # Runs the app as its child and prints that child's peak RSS in KiB (its own high-water mark
@@ -143,7 +143,7 @@ def test_fuzzed_archives_load_or_fail_by_name(data, tmp_path_factory) -> None:
 )
 def test_fuzzed_npy_headers_never_inflate_a_lie(shape, dtype, extra, tmp_path_factory) -> None:
     """Any claimed shape with any amount of data: refused by name unless header and data agree."""
-    from demo.synthetic import _npy_header
+    from common.synthetic import _npy_header
 
     folder = tmp_path_factory.mktemp("hdrfuzz")
     claimed = int(np.prod(shape)) * np.dtype(dtype).itemsize

@@ -4,7 +4,7 @@ import numpy as np
 
 from app.infer_2d import segment_image
 from app.infer_3d import segment_volume
-from demo.synthetic import disks_2d, sphere_3d
+from common.synthetic import disks_2d, sphere_3d
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

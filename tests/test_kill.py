@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.synthetic import save_case
+from common.synthetic import save_case
 from tests.conftest import ROOT
 
 NAME = "3DBox_CT_killme.npz"

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from demo.synthetic import disks_2d, save_case
+from common.synthetic import disks_2d, save_case
 from tests.conftest import ROOT
 from tests.test_layers import imported_roots
 

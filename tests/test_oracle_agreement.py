@@ -2,7 +2,7 @@
 
 import pytest
 
-from demo.synthetic import disks_2d, sphere_3d
+from common.synthetic import disks_2d, sphere_3d
 
 
 @pytest.fixture(scope="module")

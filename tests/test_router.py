@@ -22,7 +22,7 @@ from app.novelty import (
     nearest_distance,
     save_reference,
 )
-from demo.synthetic import disks_2d, save_case
+from common.synthetic import disks_2d, save_case
 from tests.conftest import FakeSession
 from train.router_fit import RouterConfig, acceptance, case_box_features, fit_reference, spread_rows
 from train.source_gate import route_verdicts

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.shards import ALL, Record, Shard, append_record, is_done, read_records, shard_from, shard_of
-from demo.synthetic import disks_2d, save_case
+from common.synthetic import disks_2d, save_case
 from tests.conftest import ROOT
 
 NAMES = [f"2DBox_US_case{i:03d}.npz" for i in range(200)]

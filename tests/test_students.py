@@ -108,7 +108,7 @@ def test_distillation_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> Non
 
 
 def test_make_distill_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path, models_dir: Path) -> None:
-    from demo.synthetic import disks_2d, save_case, sphere_3d
+    from common.synthetic import disks_2d, save_case, sphere_3d
     from train.distill.__main__ import main
 
     data = tmp_path / "data"
