@@ -3,7 +3,10 @@
 Each run is a fresh ``python -m app`` process on one generated 2D case (as the challenge runs
 one container per case), timed from outside. Modes, interleaved run by run so that machine
 drift hits all of them: ``cold`` (empty cache folder: compile and write blobs), ``warm`` (the
-blobs from an earlier run), ``none`` (no cache). ``--against DIR`` adds ``warm, DIR``: the same
+blobs from an earlier run), ``none`` (no cache), and ``warm, no bytecode``: the warm run with
+no compiled ``.pyc`` to read (an empty ``-X pycache_prefix`` and ``PYTHONDONTWRITEBYTECODE``),
+which is what every container run paid while the image was built with ``pip --no-compile`` and
+no ``compileall``. ``--against DIR`` adds ``warm, DIR``: the same
 warm run from another checkout (e.g. ``git worktree add /tmp/old REV``, with its models), so a
 change's effect on the per-case start-up is measured side by side. Reports medians.
 """
@@ -11,6 +14,8 @@ change's effect on the per-case start-up is measured side by side. Reports media
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -21,10 +26,21 @@ from common.process import cli_command, timed_process
 from common.reports import write_report
 from common.synthetic import disks_2d, save_case
 
+NO_PYC = "warm, no bytecode"
 
-def run_once(inputs: Path, outputs: Path, cache: str, tree: Path | None = None) -> float:
-    """Wall seconds of one ``python -m app`` process (from the checkout ``tree``, default this one)."""
-    run = timed_process(cli_command("app", inputs, outputs, "-q", "--cache-dir", cache), cwd=tree)
+
+def run_once(
+    inputs: Path, outputs: Path, cache: str, tree: Path | None = None, pycache: Path | None = None
+) -> float:
+    """Wall seconds of one ``python -m app`` process (from the checkout ``tree``, default this one;
+    ``pycache``: read and write no bytecode but in that, empty, folder)."""
+    cmd = cli_command("app", inputs, outputs, "-q", "--cache-dir", cache)
+    env = None
+    if pycache is not None:
+        shutil.rmtree(pycache, ignore_errors=True)
+        cmd[1:1] = ["-X", f"pycache_prefix={pycache}"]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    run = timed_process(cmd, env=env, cwd=tree)
     if not run.ok:
         msg = f"python -m app exited {run.returncode} (checkout {tree or '.'})"
         raise RuntimeError(msg)
@@ -37,7 +53,7 @@ def measure(repeats: int, against: Path | None = None) -> dict[str, list[float]]
         save_case(root / "in" / "2DBox_US_startup.npz", *disks_2d())
         warm, other = root / "warm_cache", root / "other_cache"
         run_once(root / "in", root / "out", str(warm))  # populate
-        times: dict[str, list[float]] = {"cold": [], "warm": [], "none": []}
+        times: dict[str, list[float]] = {"cold": [], "warm": [], "none": [], NO_PYC: []}
         if against is not None:
             run_once(root / "in", root / "out", str(other), against)
             times[f"warm, {against}"] = []
@@ -45,6 +61,7 @@ def measure(repeats: int, against: Path | None = None) -> dict[str, list[float]]
             times["cold"].append(run_once(root / "in", root / "out", str(root / f"cold{i}")))
             times["warm"].append(run_once(root / "in", root / "out", str(warm)))
             times["none"].append(run_once(root / "in", root / "out", "none"))
+            times[NO_PYC].append(run_once(root / "in", root / "out", str(warm), pycache=root / "pyc"))
             if against is not None:
                 times[f"warm, {against}"].append(run_once(root / "in", root / "out", str(other), against))
     return times
@@ -71,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {k} | {med[k]:.2f} | {min(v):.2f} | {max(v):.2f} |" for k, v in times.items()),
         "",
         f"Warm cache saves {med['cold'] - med['warm']:.2f} s per case against a cold one "
-        f"({med['none'] - med['warm']:.2f} s against no cache).",
+        f"({med['none'] - med['warm']:.2f} s against no cache). Compiled bytecode saves "
+        f"{med[NO_PYC] - med['warm']:.2f} s per process (the Dockerfile runs `compileall` for this).",
     ]
     if args.against is not None:
         other = med[f"warm, {args.against}"]
