@@ -235,6 +235,73 @@ def bench(
     return runs
 
 
+def header_section(
+    args: argparse.Namespace, manifest: dict, floor_mb: float, load: tuple[float, float]
+) -> list[str]:
+    """Title, machine, command and the protocol the tables follow."""
+    return [
+        "# Benchmark: app vs LiteMedSAM baseline, challenge protocol",
+        "",
+        f"Date {time.strftime('%Y-%m-%d %H:%M')}. Machine: {describe()}. OpenVINO "
+        f"{manifest['versions']['openvino']}, torch {manifest['versions']['torch']}.",
+        f"Command: `make bench` (`python -m evaluation.bench --data {args.data} --per-group {args.per_group}"
+        f"{' --large-baseline' if args.large_baseline else ''}`). Data: the first {args.per_group} cases "
+        f"(sorted names) of every modality x dims group of `{args.data}`.",
+        "",
+        "Each case runs alone as a fresh process per system (start, imports, model load/compile,",
+        "inference, save), app and baseline alternating; wall seconds and the process's peak RSS.",
+        "Speed-up = baseline s / app s per case, summarised by the median (min, max) over the group's",
+        "cases. The app has a warm compiled-model cache (as the container ships). Every run is appended",
+        f"to `{args.runs}` as it completes; an interrupted benchmark resumes there, and a case's two runs",
+        "are always timed back to back. Peak RSS includes at",
+        f"most {floor_mb:.0f} MB inherited from the harness at fork (its RSS while timing).",
+        f"Machine load (1-min load average) at start {load[0]:.1f}, at end {load[1]:.1f}: other",
+        "work on this shared machine slows both systems alike; the ratios, not the seconds, are the result.",
+        "",
+    ]
+
+
+def startup_section(startup: dict[str, float]) -> list[str]:
+    return [
+        "## Start-up (process start to models ready, no case; median of 3)",
+        "",
+        f"| app (warm cache) | {startup['app']:.2f} s |",
+        "|---|---|",
+        f"| baseline (torch import + checkpoint) | {startup['baseline']:.2f} s |",
+        "",
+    ]
+
+
+def large_section(large_runs: list[Run], with_baseline: bool) -> list[str]:
+    return [
+        "## Large 3D timing case (resampled smoke CT, timing only)",
+        "",
+        "| case | system | wall s | peak RSS MB |",
+        "|---|---|---|---|",
+        *(f"| {r.case} | {r.system} | {r.seconds:.1f} | {r.rss_mb:.0f} |" for r in large_runs),
+        ""
+        if with_baseline
+        else "\nThe baseline was not run on it (`--large-baseline`: it re-encodes every slice per box).",
+        "",
+    ]
+
+
+def encoder_section(gflops: float, measured_peak: float, seconds: dict[str, float]) -> list[str]:
+    """The encoder's cost against this CPU's measured fp32 peak (the floor no runtime beats)."""
+    ideal = gflops / measured_peak
+    return [
+        "## Physical limit of the encoder",
+        "",
+        f"Encoder cost {gflops:.1f} GFLOP per 256x256 slice (torch FLOP counter, at export). "
+        f"This CPU sustains {measured_peak:.0f} GFLOP/s fp32 (best of 5 2048^3 numpy matmuls), so "
+        f"{ideal * 1000:.0f} ms per slice is the floor for this encoder.",
+        "",
+        "| encoder | s per slice (median of 5) | vs floor |",
+        "|---|---|---|",
+        *(f"| {k} | {v:.3f} | {v / ideal:.1f}x |" for k, v in seconds.items()),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -278,54 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_ratios(runs, args.out.parent / "ratios.png")
-    ideal = gflops / peak
     lines = [
-        "# Benchmark: app vs LiteMedSAM baseline, challenge protocol",
-        "",
-        f"Date {time.strftime('%Y-%m-%d %H:%M')}. Machine: {describe()}. OpenVINO "
-        f"{manifest['versions']['openvino']}, torch {manifest['versions']['torch']}.",
-        f"Command: `make bench` (`python -m evaluation.bench --data {args.data} --per-group {args.per_group}"
-        f"{' --large-baseline' if args.large_baseline else ''}`). Data: the first {args.per_group} cases "
-        f"(sorted names) of every modality x dims group of `{args.data}`.",
-        "",
-        "Each case runs alone as a fresh process per system (start, imports, model load/compile,",
-        "inference, save), app and baseline alternating; wall seconds and the process's peak RSS.",
-        "Speed-up = baseline s / app s per case, summarised by the median (min, max) over the group's",
-        "cases. The app has a warm compiled-model cache (as the container ships). Every run is appended",
-        f"to `{args.runs}` as it completes; an interrupted benchmark resumes there, and a case's two runs",
-        "are always timed back to back. Peak RSS includes at",
-        f"most {floor_mb:.0f} MB inherited from the harness at fork (its RSS while timing).",
-        f"Machine load (1-min load average) at start {load_start[0]:.1f}, at end {load_end[0]:.1f}: other",
-        "work on this shared machine slows both systems alike; the ratios, not the seconds, are the result.",
-        "",
+        *header_section(args, manifest, floor_mb, (load_start[0], load_end[0])),
         *summarise(runs),
         "",
         "![per-case speed-up by group](ratios.png)",
         "",
-        "## Start-up (process start to models ready, no case; median of 3)",
-        "",
-        f"| app (warm cache) | {startup['app']:.2f} s |",
-        "|---|---|",
-        f"| baseline (torch import + checkpoint) | {startup['baseline']:.2f} s |",
-        "",
-        "## Large 3D timing case (resampled smoke CT, timing only)",
-        "",
-        "| case | system | wall s | peak RSS MB |",
-        "|---|---|---|---|",
-        *(f"| {r.case} | {r.system} | {r.seconds:.1f} | {r.rss_mb:.0f} |" for r in large_runs),
-        ""
-        if args.large_baseline
-        else "\nThe baseline was not run on it (`--large-baseline`: it re-encodes every slice per box).",
-        "",
-        "## Physical limit of the encoder",
-        "",
-        f"Encoder cost {gflops:.1f} GFLOP per 256x256 slice (torch FLOP counter, at export). "
-        f"This CPU sustains {peak:.0f} GFLOP/s fp32 (best of 5 2048^3 numpy matmuls), so "
-        f"{ideal * 1000:.0f} ms per slice is the floor for this encoder.",
-        "",
-        "| encoder | s per slice (median of 5) | vs floor |",
-        "|---|---|---|",
-        *(f"| {k} | {v:.3f} | {v / ideal:.1f}x |" for k, v in enc.items()),
+        *startup_section(startup),
+        *large_section(large_runs, args.large_baseline),
+        *encoder_section(gflops, measured_peak=peak, seconds=enc),
     ]
     write_report(args.out, lines)
     return 0

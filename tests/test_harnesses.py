@@ -96,3 +96,14 @@ def test_app_outputs_are_kept_apart_per_model_set(tmp_path, models_dir) -> None:
     first = runner.output_folder("app", tmp_path, lite)
     (lite / "manifest.json").write_text(manifest.replace('"routes": []', '"routes": [ ]'))
     assert runner.output_folder("app", tmp_path, lite) != first
+
+
+def test_bench_report_sections_render_their_figures() -> None:
+    enc = bench.encoder_section(75.0, measured_peak=250.0, seconds={"OpenVINO fp32": 0.6})
+    assert "300 ms per slice is the floor" in enc[2] and enc[-1] == "| OpenVINO fp32 | 0.600 | 2.0x |"
+    start = bench.startup_section({"app": 0.41, "baseline": 2.5})
+    assert (
+        "| app (warm cache) | 0.41 s |" in start
+        and "| baseline (torch import + checkpoint) | 2.50 s |" in start
+    )
+    assert any("--large-baseline" in line for line in bench.large_section([], with_baseline=False))
