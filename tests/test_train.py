@@ -110,3 +110,42 @@ def test_decoder_training_resumes_where_it_stopped(tmp_path: Path) -> None:
         train_decoder(load_model(get_spec("lite_medsam")), pool, pool, tmp_path, TrainConfig(lr=1.0))
     write_log(log, tmp_path / "log.csv")
     assert (tmp_path / "log.csv").read_text().startswith("step,loss,dice,bce,iou,val_dice")
+
+
+def test_app_prompts_are_the_key_box_and_the_propagation_boxes() -> None:
+    from app.postprocessing import propagation_box
+    from app.preprocessing import box_to_model
+    from common.synthetic import sphere_3d
+    from train.samples import app_prompts
+
+    _, boxes, gts = sphere_3d(shape=(24, 128, 128))
+    x0, y0, z0, x1, y1, z1 = boxes[0]
+    z_key = (int(z0) + int(z1)) // 2
+    slices = [int(z0), z_key, int(z1)]
+    prompts = app_prompts(gts, boxes, slices, 256)
+    assert prompts.shape == (3, 2, 4) and np.isnan(prompts[:, 0]).all()  # label 0: no object
+    assert np.array_equal(prompts[1, 1], box_to_model(np.array([x0, y0, x1, y1]), (128, 128), 256))
+    assert np.array_equal(prompts[0, 1], propagation_box(gts[int(z0) + 1] == 1, 1, 256))  # from above
+    assert np.array_equal(prompts[2, 1], propagation_box(gts[int(z1) - 1] == 1, 1, 256))  # from below
+    # the key slice's box spans the whole object; a slice near the end is prompted smaller
+    assert (prompts[1, 1, 2:] - prompts[1, 1, :2]).prod() > (prompts[0, 1, 2:] - prompts[0, 1, :2]).prod()
+
+
+def test_make_batch_uses_the_app_prompts_only_when_asked() -> None:
+    labels = np.zeros((1, 64, 64), np.uint16)
+    labels[0, 10:20, 10:30] = 1
+    prompts = np.full((1, 2, 4), np.nan, np.float32)
+    prompts[0, 1] = [2, 2, 60, 60]  # a loose box, as a key slice's 3D extent can be
+    pool = Pool(
+        np.zeros((1, 256, 64, 64), np.float16), labels, np.array([[64, 64]]), objects_of(labels), prompts
+    )
+    rows = np.zeros(50, np.int64)
+    _, tight, _, _ = make_batch(pool, rows, np.random.default_rng(0), 5)
+    _, same, _, _ = make_batch(pool, rows, np.random.default_rng(0), 5, app_share=0.0)
+    assert np.array_equal(tight, same)  # share 0: stop 20's batches, draw for draw
+    assert np.abs(tight - object_box(labels[0] == 1)).max() <= 5
+    _, app, _, _ = make_batch(pool, rows, np.random.default_rng(0), 5, app_share=1.0)
+    assert np.abs(app - prompts[0, 1]).max() <= 2
+    no_prompts = Pool(pool.embeddings, labels, pool.hw, pool.objects)
+    with pytest.raises(ValueError, match="cache has none"):
+        make_batch(no_prompts, rows, np.random.default_rng(0), 5, app_share=0.5)

@@ -39,6 +39,9 @@ class TrainConfig:
     checkpoint_every: int = 25
     val_every: int = 50
     val_limit: int = 256  # validation objects scored (first N, fixed order)
+    # Share of training prompts that are the app's own (3D: the key slice's 3D-box extent, or the
+    # neighbouring slice's propagation box) instead of jittered tight boxes. 0 = stop 20's runs.
+    app_prompt_share: float = 0.0
 
 
 def decode(model: BoxSAM, emb: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +144,9 @@ def train_decoder(model: BoxSAM, train: Pool, val: Pool, out: Path, cfg: TrainCo
 
     def one_step(rng: np.random.Generator) -> dict[str, float]:
         rows = rng.integers(0, len(train.objects), size=cfg.batch)
-        emb, boxes, target, valid = (torch.from_numpy(a) for a in make_batch(train, rows, rng, cfg.box_shift))
+        emb, boxes, target, valid = (
+            torch.from_numpy(a) for a in make_batch(train, rows, rng, cfg.box_shift, cfg.app_prompt_share)
+        )
         logits, iou_pred = decode(model, emb, boxes)
         loss, parts = total_loss(logits, iou_pred, target, valid)
         opt.zero_grad()

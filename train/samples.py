@@ -5,6 +5,8 @@ One file per case, ``<cache>/<case>.npz``:
     labels     (S, size, size)  uint16    ground truth resized (nearest) to (newh, neww), zero pad
     hw         (S, 2)           int32     (newh, neww) of each slice in the model frame
     slices     (S,)             int32     slice indices (2D: [0])
+    prompts    (S, L + 1, 4)    float32   3D only: per slice and label, the box the app would
+                                          prompt with (see :func:`app_prompts`); NaN where absent
 Only slices holding objects are cached, evenly spread, at most ``per_case`` per volume. The
 encoder is the exported OpenVINO IR (the same frozen weights as torch, parity-checked), which
 is several times faster than torch on this CPU.
@@ -20,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.preprocessing import encoder_input, resized_hw
+from app.postprocessing import propagation_box
+from app.preprocessing import box_to_model, clip_box_2d, clip_z_range, encoder_input, resized_hw
 from app.routing import case_dims
 from app.sessions import SamSession
 from evaluation.split import read_split
@@ -44,14 +47,43 @@ def labels_to_model(labels: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def app_prompts(gts: np.ndarray, boxes: np.ndarray, slices: list[int], size: int) -> np.ndarray:
+    """(D, H, W) labels, (N, 6) boxes (label i + 1 <-> box i), chosen slices -> (S, N + 1, 4)
+    model-frame prompts the app would give each object on each slice with a perfect previous
+    mask: the 3D box's 2D extent on its key slice (the middle of its z range, as
+    app/infer_3d.py), else the propagation box of the neighbouring slice towards the key slice.
+    NaN where the object is absent from the slice or the prompt does not exist."""
+    depth, h, w = gts.shape[:3]
+    out = np.full((len(slices), len(boxes) + 1, 4), np.nan, dtype=np.float32)
+    for label, box in enumerate(boxes, start=1):
+        z_range = clip_z_range(box[2], box[5], depth)
+        box_2d = clip_box_2d(box[[0, 1, 3, 4]], (h, w))
+        if z_range is None or box_2d is None:
+            continue
+        z_key = (z_range[0] + z_range[1]) // 2
+        for i, z in enumerate(slices):
+            if not (gts[z] == label).any():
+                continue
+            if z == z_key:
+                out[i, label] = box_to_model(box_2d, (h, w), size)
+                continue
+            prompt = propagation_box(gts[z - 1 if z > z_key else z + 1] == label, label, size)
+            if prompt is not None:
+                out[i, label] = prompt
+    return out
+
+
 def case_samples(path: Path, session: SamSession, per_case: int) -> dict[str, np.ndarray]:
     """Embeddings and model-frame labels of one case (see module docstring)."""
     size = session.input_size
     with np.load(path, allow_pickle=False) as data:
         imgs, gts = data["imgs"], data["gts"]
+    extra = {}
     if case_dims(path.name) == 3:
         slices = choose_slices(gts, per_case)
         images, label_maps = [imgs[z] for z in slices], [gts[z] for z in slices]
+        with np.load(path, allow_pickle=False) as data:
+            extra["prompts"] = app_prompts(gts, data["boxes"], slices, size)
     else:
         slices, images, label_maps = [0], [imgs], [gts]
     embeddings, labels, hw = [], [], []
@@ -65,6 +97,7 @@ def case_samples(path: Path, session: SamSession, per_case: int) -> dict[str, np
         "labels": np.stack(labels) if labels else np.zeros((0, size, size), np.uint16),
         "hw": np.asarray(hw, dtype=np.int32).reshape(-1, 2),
         "slices": np.asarray(slices, dtype=np.int32),
+        **extra,
     }
 
 
