@@ -149,3 +149,11 @@ def test_make_batch_uses_the_app_prompts_only_when_asked() -> None:
     no_prompts = Pool(pool.embeddings, labels, pool.hw, pool.objects)
     with pytest.raises(ValueError, match="cache has none"):
         make_batch(no_prompts, rows, np.random.default_rng(0), 5, app_share=0.5)
+
+
+def test_report_command_names_the_non_default_settings() -> None:
+    from train.__main__ import config_flags
+    from train.loop import TrainConfig
+
+    assert config_flags(TrainConfig()) == ""
+    assert config_flags(TrainConfig(app_prompt_share=0.5, steps=50)) == " --steps 50 --app-prompt-share 0.5"

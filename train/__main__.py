@@ -118,6 +118,13 @@ def fit_router(cases: list[Path], features: BoxFeatures, folder: Path, cfg: Rout
     return {"file": ROUTER_FILE, "sha256": sha256_file(folder / ROUTER_FILE), "facts": facts}
 
 
+def config_flags(cfg: TrainConfig) -> str:
+    """The command-line flags of ``cfg``'s non-default settings (for the reports' command)."""
+    default = TrainConfig()
+    changed = [f for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(default, f.name)]
+    return "".join(f" --{f.name.replace('_', '-')} {getattr(cfg, f.name)}" for f in changed)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA), help="data folders")
@@ -173,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     for stale in (args.gate_dir / "weights").glob("*"):
         if stale.name not in val_names:
             shutil.rmtree(stale)
-    command = f"make train-specialists (python -m train --groups {' '.join(sorted(val_names))})"
+    command = (
+        f"make train-specialists (python -m train --groups {' '.join(sorted(val_names))}{config_flags(cfg)})"
+    )
     acceptance_of = router_acceptance(load_references(args.gate_dir / "weights"), features)
     rows = run_source_gate(val_names, train_sources, data, args.gate_dir, acceptance_of)
     verdicts = route_verdicts(rows)
