@@ -43,6 +43,8 @@ class Mode:
     cases: int
     case_seconds: float  # sum of the cases' own seconds (results logs)
     failed: int
+    longest: float  # the slowest case's own seconds: a lower bound on any parallel wall time
+    workers: int = 1  # processes running cases at once
 
     @property
     def per_minute(self) -> float:
@@ -50,8 +52,9 @@ class Mode:
 
     @property
     def overhead(self) -> float:
-        """Seconds per case not spent in the case itself (start-up, imports, loads, scheduling)."""
-        return (self.wall - self.case_seconds) / self.cases
+        """Process-seconds per case not spent in a case (start-up, imports, loads, scheduling,
+        and with several workers the time one waits for the other's last case)."""
+        return (self.wall * self.workers - self.case_seconds) / self.cases
 
 
 def app_cmd(inputs: Path, outputs: Path, *extra: str) -> list[str]:
@@ -89,10 +92,11 @@ def timed(commands: list[list[str]], env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
-def mode(name: str, wall: float, outputs: Path) -> Mode:
+def mode(name: str, wall: float, outputs: Path, workers: int = 1) -> Mode:
     records = results_of(outputs)
     failed = sum(r["status"] == "failed" for r in records)
-    mode = Mode(name, wall, len(records), sum(r["seconds"] for r in records), failed)
+    seconds = [r["seconds"] for r in records]
+    mode = Mode(name, wall, len(records), sum(seconds), failed, max(seconds, default=0.0), workers)
     print(
         f"cohort-bench: {name}: {mode.cases} cases in {wall:.1f} s ({mode.per_minute:.1f}/min)",
         file=sys.stderr,
@@ -122,10 +126,10 @@ def run_modes(inputs: Path, work: Path, workers: int) -> list[Mode]:
     shards = [
         app_cmd(inputs, out, "--num-shards", str(workers), "--shard-index", str(k)) for k in range(workers)
     ]
-    modes.append(mode(f"{workers} shard processes", timed(shards, threads), out))
+    modes.append(mode(f"{workers} shard processes", timed(shards, threads), out, workers))
     out = fresh(work / "dask_out")
     dask = cli_command("cohort", inputs, out, "--workers", str(workers))
-    modes.append(mode(f"Dask, {workers} workers", timed([dask], env), out))
+    modes.append(mode(f"Dask, {workers} workers", timed([dask], env), out, workers))
     return modes
 
 
@@ -138,18 +142,24 @@ def report_lines(modes: list[Mode], cases: int, data: list[Path], per_group: int
         f"Machine: {describe()}. Cases: {cases} ({per_group} per modality x dims group of "
         f"{', '.join(map(str, data))}, sorted names), warm compiled-model cache, empty outputs.",
         "",
-        "| mode | cases | failed | wall s | cases / min | overhead s / case |",
-        "|---|---|---|---|---|---|",
+        "| mode | cases | failed | wall s | cases / min | sum of cases' s | slowest case s | "
+        "overhead s / case |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in modes:
         lines.append(
-            f"| {m.name} | {m.cases} | {m.failed} | {m.wall:.1f} | {m.per_minute:.1f} | {m.overhead:.2f} |"
+            f"| {m.name} | {m.cases} | {m.failed} | {m.wall:.1f} | {m.per_minute:.1f} | "
+            f"{m.case_seconds:.1f} | {m.longest:.1f} | {m.overhead:.2f} |"
         )
     lines += [
         "",
-        "Overhead: wall time minus the cases' own seconds (the results log), per case: interpreter "
-        "start, imports and model loading for a fresh process per case; scheduling and result "
-        "transfer for Dask.",
+        "Cases' seconds are each case's own time from the results log. Overhead: process-seconds "
+        "per case not spent in a case (wall x processes running at once, minus the cases' sum): "
+        "interpreter start, imports and model loading for a fresh process per case; scheduling for "
+        "Dask; and, with several workers, the idle time while one finishes the last case. Several "
+        "workers on one machine share its cores (threads = cores / workers), so each case runs "
+        "slower, and the wall time can be no shorter than the slowest case: on a sample this small "
+        "that bound decides.",
         "",
         f"## On paper: {COHORT_SIZE:,} cases of this mix",
         "",
