@@ -78,12 +78,12 @@ def case_samples(path: Path, session: SamSession, per_case: int) -> dict[str, np
     size = session.input_size
     with np.load(path, allow_pickle=False) as data:
         imgs, gts = data["imgs"], data["gts"]
+        boxes = data["boxes"] if case_dims(path.name) == 3 else None
     extra = {}
     if case_dims(path.name) == 3:
         slices = choose_slices(gts, per_case)
         images, label_maps = [imgs[z] for z in slices], [gts[z] for z in slices]
-        with np.load(path, allow_pickle=False) as data:
-            extra["prompts"] = app_prompts(gts, data["boxes"], slices, size)
+        extra["prompts"] = app_prompts(gts, boxes, slices, size)
     else:
         slices, images, label_maps = [0], [imgs], [gts]
     embeddings, labels, hw = [], [], []
