@@ -48,8 +48,11 @@ export: $(STAMP)
 demo: $(MANIFEST)
 	$(PY) -m demo
 
+# Both cores: many tests wait on processes they start (the app, the oracle, Dask workers).
+TEST_WORKERS ?= 2
+
 test: $(MANIFEST)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -82,7 +82,7 @@ def clinical_run(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> 
     file."""
     root = tmp_path_factory.mktemp("clinical")
     inputs, outputs = root / "in", root / "out"
-    imgs, boxes, _ = sphere_3d(shape=(10, 96, 96), seed=2)
+    imgs, boxes, _ = sphere_3d(shape=(6, 96, 96), seed=2)
     boxes_xyz = boxes.astype(np.float64)
     write_nifti(inputs / "vol.nii.gz", imgs, AFFINE)
     (inputs / "vol.boxes.json").write_text(

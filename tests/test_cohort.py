@@ -32,7 +32,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for seed in range(2):
         imgs, boxes, gts = disks_2d(seed=seed)
         save_case(folder / f"2DBox_US_disks{seed}.npz", imgs, boxes, gts)
-    imgs, boxes, gts = sphere_3d(shape=(10, 96, 96))
+    imgs, boxes, gts = sphere_3d(shape=(6, 96, 96))
     save_case(folder / "3DBox_CT_sphere.npz", imgs, boxes, gts, spacing=(1.0, 1.0, 1.0))
     (folder / "2DBox_US_corrupt.npz").write_bytes(b"PK\x03\x04 this is not an archive")
     return folder

@@ -19,7 +19,7 @@ def test_bright_disks_are_segmented(real_session) -> None:
 
 
 def test_bright_ellipsoid_is_segmented_in_3d(real_session) -> None:
-    imgs, boxes, gts = sphere_3d()
+    imgs, boxes, gts = sphere_3d(shape=(12, 96, 96))
     result = segment_volume(imgs, boxes.astype(float), real_session)
     labels = result.labels
     assert dice(labels == 1, gts == 1) >= 0.9

@@ -26,7 +26,7 @@ def test_3d_identical_to_the_oracle(real_session, baseline_model) -> None:
     from app.infer_3d import segment_volume
     from baseline.litemedsam import segment_3d
 
-    imgs, boxes, _ = sphere_3d(shape=(12, 64, 72), seed=4)
+    imgs, boxes, _ = sphere_3d(shape=(6, 64, 72), seed=4)
     ours = segment_volume(imgs, boxes.astype(float), real_session).labels
     ref = segment_3d(baseline_model, imgs, boxes)
     assert (ours != ref).mean() < 1e-4
@@ -39,8 +39,8 @@ def test_oracle_reusing_embeddings_gives_identical_masks_with_fewer_encodes(
 
     import baseline.litemedsam as oracle
 
-    imgs, _, gts = sphere_3d(shape=(8, 64, 64), seed=5)
-    boxes = np.array([[10, 10, 1, 50, 50, 6], [20, 15, 2, 60, 55, 7]])
+    imgs, _, gts = sphere_3d(shape=(5, 64, 64), seed=5)
+    boxes = np.array([[10, 10, 1, 50, 50, 3], [20, 15, 2, 60, 55, 4]])
     calls = []
     encode = oracle.encode
     monkeypatch.setattr(oracle, "encode", lambda *a: calls.append(1) or encode(*a))
@@ -49,4 +49,4 @@ def test_oracle_reusing_embeddings_gives_identical_masks_with_fewer_encodes(
     calls.clear()
     reused = oracle.segment_3d(baseline_model, imgs, boxes, reuse_embeddings=True)
     assert np.array_equal(original, reused)
-    assert len(calls) == 7 < per_box == 6 + 6  # slices 1..7 once vs each box's 6 slices
+    assert len(calls) == 4 < per_box == 3 + 3  # slices 1..4 once vs each box's 3 slices
