@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench clean
+.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench int8-probe clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -28,6 +28,7 @@ help:
 	@echo "make student-candidates  time candidate student encoders next to TinyViT (reports/students)"
 	@echo "make distill    distil the student encoder from TinyViT, then gate it (slow, needs DATA)"
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
+	@echo "make int8-probe  NNCF int8 encoder variants: speed on this CPU, masks vs fp32 (reports/int8; needs ../shared)"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt requirements/clinical.txt requirements/constraints.txt
@@ -77,6 +78,9 @@ batching: $(MANIFEST)
 
 cohort-bench: $(MANIFEST)
 	$(PY) -m evaluation.cohort_bench --data $(DATA)
+
+int8-probe: $(MANIFEST)
+	$(PY) -m evaluation.int8_probe
 
 memcheck: $(MANIFEST)
 	$(PY) -m evaluation.memcheck

@@ -1,0 +1,276 @@
+"""``make int8-probe``: does an NNCF int8 encoder pay on this CPU, and does it keep the masks?
+
+For each variant of :data:`VARIANTS` the fp32 TinyViT IR (``models/lite_medsam/encoder.xml``) is
+quantized with NNCF post-training quantization (``ModelType.TRANSFORMER``), calibrated on one
+slice of each of the first cases (seeded order) of every modality x dims group of the *train*
+split. On the *validation* split (every source, held-out sources included) each box is decoded
+by LiteMedSAM's decoder from the fp32 and from the int8 embedding: mask agreement (Dice of the two
+masks) and DSC against the ground truth, per modality and source. Encoder seconds per slice:
+fp32 and every variant in one process, alternating call by call, medians; plus where the time
+goes (OpenVINO per-op profile by kernel). 2D cases: the image and its boxes; 3D: the middle
+slice of each object's z range with the object's tight box on that slice (no propagation).
+
+Writes ``reports/int8/README.md`` and ``reports/int8/boxes.csv``; quantized IRs go to
+``build/int8/<variant>.xml`` (reused when present: delete to recalibrate). Needs nncf (dev).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.paths import BUILD, MODELS, SHARED_DATA, SPLIT_CSV
+from common.reports import write_csv, write_report
+from evaluation.split import read_rows
+
+# name -> what NNCF leaves in fp32 (operation types, node-name patterns); "" = nothing.
+VARIANTS: dict[str, dict[str, list[str]]] = {
+    "int8 everywhere": {},
+    "int8, stem and neck fp32": {"patterns": [".*patch_embed.*", ".*neck.*"]},
+    "int8 convolutions only": {"types": ["MatMul", "ScaledDotProductAttention"]},
+}
+CALIBRATION_PER_GROUP = 8  # train cases per modality x dims group, one slice each
+VALIDATION_PER_SOURCE = 4  # val cases per modality x dims x source
+BOXES_PER_CASE = 6  # 2D boxes (3D: objects, one slice each) per validation case
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One validation image: (H, W[, 3]) uint8, its (N, 4) XYXY boxes and (N, H, W) bool masks."""
+
+    case: str
+    modality: str
+    source: str
+    image: np.ndarray
+    boxes: np.ndarray
+    masks: np.ndarray
+
+
+def pick_rows(rows: list[dict[str, str]], split: str, per: int, by_source: bool) -> list[dict[str, str]]:
+    """The first ``per`` rows (seeded shuffle) of each modality x dims (x source) group."""
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        if row["split"] == split:
+            key = (row["modality"], row["case"][:2]) + ((row["source"],) if by_source else ())
+            groups.setdefault(key, []).append(row)
+    rng = np.random.default_rng(SEED)
+    picked = []
+    for key in sorted(groups):
+        group = groups[key]
+        picked += [group[i] for i in rng.permutation(len(group))[:per]]
+    return picked
+
+
+def case_slices(row: dict[str, str], data: Path, max_boxes: int) -> list[Slice]:
+    """2D: the image with its first boxes; 3D: the middle slice of each of the first objects."""
+    from app.npz_io import load_case
+
+    path = data / row["corpus"] / row["case"]
+    case = load_case(path)
+    gts = np.load(path)["gts"]
+    mod, src = row["modality"], row["source"]
+    if not case.is_3d:
+        boxes = case.boxes[:max_boxes]
+        masks = np.stack([gts == i + 1 for i in range(len(boxes))])
+        return [Slice(row["case"], mod, src, case.image, boxes, masks)]
+    out = []
+    for i, (_, _, z0, _, _, z1) in enumerate(case.boxes[:max_boxes]):
+        z = int(np.clip((z0 + z1) // 2, 0, case.image.shape[0] - 1))
+        mask = gts[z] == i + 1
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            box = np.array([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=np.float64)
+            out.append(Slice(f"{row['case']}:z{z}", mod, src, case.image[z], box, mask[None]))
+    return out
+
+
+def calibration_inputs(rows: list[dict[str, str]], data: Path) -> list[np.ndarray]:
+    """(1, 3, 256, 256) encoder inputs, one slice per picked train case."""
+    from app.preprocessing import encoder_input
+
+    picked = pick_rows(rows, "train", CALIBRATION_PER_GROUP, by_source=False)
+    return [encoder_input(s.image, 256)[0] for r in picked for s in case_slices(r, data, 1)[:1]]
+
+
+def quantize(fp32: Any, inputs: list[np.ndarray], left_fp32: dict[str, list[str]]) -> Any:
+    import nncf
+
+    scope = nncf.IgnoredScope(**left_fp32) if left_fp32 else None
+    kwargs = {"ignored_scope": scope} if scope else {}
+    return nncf.quantize(
+        fp32, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(inputs), **kwargs
+    )
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def box_rows(slc: Slice, encoders: dict[str, Any], decoder: Any) -> list[dict[str, Any]]:
+    """Per box: DSC of every encoder's mask vs the ground truth, and agreement with fp32."""
+    from app.postprocessing import logits_to_mask
+    from app.preprocessing import box_to_model, clip_box_2d, encoder_input
+
+    x, resized = encoder_input(slc.image, 256)
+    hw = slc.image.shape[:2]
+    embeddings = {name: np.array(enc({"image": x})[0]) for name, enc in encoders.items()}
+    rows = []
+    for box, gt in zip(slc.boxes, slc.masks, strict=True):
+        model_box = box_to_model(clip_box_2d(box, hw), hw, 256).reshape(1, 4)
+        feeds = {n: {"image_embeddings": e, "boxes": model_box} for n, e in embeddings.items()}
+        logits = {n: decoder(feed)[0][0, 0] for n, feed in feeds.items()}
+        masks = {n: logits_to_mask(np.array(lg), resized, hw) for n, lg in logits.items()}
+        row: dict[str, Any] = {"case": slc.case, "modality": slc.modality, "source": slc.source}
+        for name, mask in masks.items():
+            row[f"dsc {name}"] = round(dice(mask, gt), 4)
+            row[f"agreement {name}"] = round(dice(mask, masks["fp32"]), 4)
+        rows.append(row)
+    return rows
+
+
+def encoder_seconds(encoders: dict[str, Any], repeats: int = 15) -> dict[str, float]:
+    """Median seconds per 256x256 slice, encoders called in turn (machine drift hits all)."""
+    x = np.random.default_rng(SEED).random((1, 3, 256, 256), dtype=np.float32)
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    for i in range(repeats + 2):
+        for name, enc in encoders.items():
+            t0 = time.perf_counter()
+            enc({"image": x})
+            if i >= 2:  # two warm-up rounds
+                times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def kernel_profile(core: Any, xml: Path, config: dict[Any, Any], top: int = 6) -> list[tuple[str, float]]:
+    """(op type / kernel, ms) of one call, the most expensive first."""
+    compiled = core.compile_model(str(xml), "CPU", {**config, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(SEED).random((1, 3, 256, 256), dtype=np.float32)
+    for _ in range(3):
+        request.infer({"image": x})
+    spent: Counter[str] = Counter()
+    for p in request.profiling_info:
+        spent[f"{p.node_type} / {p.exec_type}"] += p.real_time.total_seconds() * 1000
+    return spent.most_common(top)
+
+
+def summary(rows: list[dict[str, Any]], names: list[str], key: tuple[str, ...]) -> list[str]:
+    """Markdown rows: per group of ``key`` columns, boxes, DSC fp32, then per variant DSC change
+    (points) and mean / 10th-percentile agreement with fp32."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in key), []).append(r)
+    groups[("all",) + ("",) * (len(key) - 1)] = rows
+    lines = []
+    for k, rs in groups.items():
+        base = np.mean([r["dsc fp32"] for r in rs])
+        cells = [f"{base:.3f}"]
+        for n in names:
+            agree = [r[f"agreement {n}"] for r in rs]
+            diff = 100 * (np.mean([r[f"dsc {n}"] for r in rs]) - base)
+            cells.append(f"{diff:+.2f} / {np.mean(agree):.3f} / {np.percentile(agree, 10):.3f}")
+        lines.append(f"| {' | '.join(k)} | {len(rs)} | {' | '.join(cells)} |")
+    return lines
+
+
+def render(
+    rows: list[dict[str, Any]], seconds: dict[str, float], profiles: dict[str, list[tuple[str, float]]],
+    n_cal: int, cpu: str, capabilities: str,
+) -> list[str]:  # fmt: skip
+    names = [n for n in seconds if n != "fp32"]
+    head = " | ".join(f"{n}: DSC change / agreement mean / p10" for n in names)
+    sep = "|---" * (3 + len(names)) + "|"
+    lines = [
+        "# INT8 encoder probe (NNCF post-training quantization)",
+        "",
+        f"Command: `make int8-probe` (`python -m evaluation.int8_probe`). CPU: {cpu} "
+        f"(OpenVINO optimization capabilities: {capabilities}). Calibration: {n_cal} slices, one per "
+        f"train case, {CALIBRATION_PER_GROUP} per modality x dims group. Validation: up to "
+        f"{VALIDATION_PER_SOURCE} val cases per source, {BOXES_PER_CASE} boxes each (3D: the middle "
+        "slice of each object with its tight box). Every mask comes from LiteMedSAM's fp32 decoder; "
+        "only the encoder changes. Agreement = Dice of the variant's mask with the fp32 mask.",
+        "",
+        "## Encoder seconds per 256x256 slice (one process, alternating calls, median of 15)",
+        "",
+        "| encoder | s per slice | vs fp32 |",
+        "|---|---|---|",
+        *(f"| {n} | {s:.3f} | {seconds['fp32'] / s:.2f}x |" for n, s in seconds.items()),
+        "",
+        "## Where one call's time goes (OpenVINO per-op profile, op type / kernel, ms)",
+        "",
+    ]
+    for name, prof in profiles.items():
+        lines.append(f"- {name}: " + "; ".join(f"{k} {ms:.0f}" for k, ms in prof))
+    lines += [
+        "",
+        "## Masks per modality (DSC change in points vs fp32; agreement with fp32)",
+        "",
+        f"| modality | boxes | DSC fp32 | {head} |",
+        sep,
+        *summary(rows, names, ("modality",)),
+        "",
+        "## Masks per source",
+        "",
+        f"| modality | source | boxes | DSC fp32 | {head} |",
+        sep + "---|",
+        *summary(rows, names, ("modality", "source")),
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.int8_probe", description=__doc__)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="holds public/ and public2/")
+    parser.add_argument("--split", type=Path, default=SPLIT_CSV)
+    parser.add_argument("--models", type=Path, default=MODELS)
+    parser.add_argument("--work", type=Path, default=BUILD / "int8")
+    parser.add_argument("--out", type=Path, default=Path("reports/int8"))
+    args = parser.parse_args(argv)
+    import openvino as ov
+
+    from app.sessions import compile_config
+    from common.machine import cpu_model_name
+
+    rows = [r for r in read_rows(args.split) if (args.data / r["corpus"] / r["case"]).is_file()]
+    if not rows:
+        print(f"int8-probe: no case of {args.split} under {args.data}", file=sys.stderr)
+        return 2
+    core, config = ov.Core(), compile_config()
+    fp32_xml = args.models / "lite_medsam" / "encoder.xml"
+    cal = calibration_inputs(rows, args.data)
+    xmls = {"fp32": fp32_xml}
+    for i, (name, left) in enumerate(VARIANTS.items()):
+        xml = args.work / f"variant{i}.xml"
+        if not xml.is_file():
+            t0 = time.perf_counter()
+            args.work.mkdir(parents=True, exist_ok=True)
+            ov.save_model(quantize(core.read_model(fp32_xml), cal, left), xml)
+            print(f"int8-probe: {name}: quantized in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        xmls[name] = xml
+    encoders = {n: core.compile_model(str(x), "CPU", config) for n, x in xmls.items()}
+    decoder = core.compile_model(str(args.models / "lite_medsam" / "decoder.xml"), "CPU", config)
+    seconds = encoder_seconds(encoders)
+    profiles = {n: kernel_profile(core, x, config) for n, x in xmls.items()}
+    scored: list[dict[str, Any]] = []
+    picked = pick_rows(rows, "val", VALIDATION_PER_SOURCE, by_source=True)
+    for i, row in enumerate(picked, start=1):
+        for slc in case_slices(row, args.data, BOXES_PER_CASE):
+            scored += box_rows(slc, encoders, decoder)
+        print(f"int8-probe: scored {i}/{len(picked)} {row['case']}", file=sys.stderr)
+    write_csv(args.out / "boxes.csv", scored)
+    caps = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    write_report(args.out / "README.md", render(scored, seconds, profiles, len(cal), cpu_model_name(), caps))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
