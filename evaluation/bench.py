@@ -272,7 +272,10 @@ def startup_section(startup: dict[str, float]) -> list[str]:
     ]
 
 
-def large_section(large_runs: list[Run], with_baseline: bool) -> list[str]:
+def large_section(large_runs: list[Run], with_baseline: bool, smoke: Path | None = None) -> list[str]:
+    """The large 3D case's runs; ``smoke`` names where the smoke CT was looked for when none ran."""
+    if not large_runs and smoke is not None:
+        return ["## Large 3D timing case", "", f"Not run: no `3DBox_*.npz` smoke CT under `{smoke}`.", ""]
     return [
         "## Large 3D timing case (resampled smoke CT, timing only)",
         "",
@@ -338,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         startup = startup_costs(env, work)
         runs = bench(sample_cases(args.data, args.per_group), env, work, args.runs)
         large = large_cases(args.smoke, work / "large")
+        if not large:
+            print(f"bench: no smoke CT under {args.smoke}: large 3D case skipped", file=sys.stderr)
         systems = SYSTEMS if args.large_baseline else ("app",)
         large_runs = bench(large, env, work, args.runs, systems, label="large 3D")
         enc = encoder_seconds(args.models)
@@ -352,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "![per-case speed-up by group](ratios.png)",
         "",
         *startup_section(startup),
-        *large_section(large_runs, args.large_baseline),
+        *large_section(large_runs, args.large_baseline, args.smoke),
         *encoder_section(gflops, measured_peak=peak, seconds=enc),
     ]
     write_report(args.out, lines)

@@ -107,3 +107,5 @@ def test_bench_report_sections_render_their_figures() -> None:
         and "| baseline (torch import + checkpoint) | 2.50 s |" in start
     )
     assert any("--large-baseline" in line for line in bench.large_section([], with_baseline=False))
+    missing = bench.large_section([], with_baseline=False, smoke=Path("nowhere"))
+    assert "Not run: no `3DBox_*.npz` smoke CT under `nowhere`." in missing
