@@ -1,7 +1,9 @@
 """``make student-candidates``: time every candidate student encoder next to TinyViT, on this CPU.
 
-Each candidate of ``export/architectures/students.py`` (random init: speed does not depend on the
-weights) goes through the product's own export path (torch -> ONNX opset 17 -> OpenVINO IR fp32)
+Each candidate of ``modeling/architectures/students.py``, and TinyViT itself at a reduced input
+size (``TEACHER_AT``: bilinear down, TinyViT, bilinear up to 64 x 64; a student that keeps the
+teacher's weights), random init (speed does not depend on the weights), goes through the
+product's own export path (torch -> ONNX opset 17 -> OpenVINO IR fp32)
 and is compiled with the runtime's settings; TinyViT is LiteMedSAM's shipped IR
 (``models/lite_medsam/encoder.xml``). Timing: rounds that visit every model in turn (so drift
 hits all), per round the median of ``--repeats`` calls, at batch 1 and batch 8 (per image).
@@ -15,6 +17,8 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -29,16 +33,26 @@ from export.to_openvino import convert_to_ir
 from export.wrappers import EncoderForExport
 from modeling.architectures.sam import build_architecture, encoder_gflops
 from modeling.architectures.students import STUDENTS
+from modeling.architectures.tiny_vit import ReducedResolution
 
 SPEEDUP_GATE = 2.5
 TEACHER = "tinyvit (LiteMedSAM)"
 BATCHES = (1, 8)
+# Students that keep the teacher's weights: TinyViT at a reduced input size (issue 18).
+TEACHER_AT: dict[str, int] = {"tinyvit_r128": 128, "tinyvit_r192": 192}
+
+
+def candidate_model(name: str) -> Any:
+    """A random-init candidate with an ``image_encoder`` (what the export wrapper takes)."""
+    if name in TEACHER_AT:
+        return SimpleNamespace(image_encoder=ReducedResolution(TEACHER_AT[name]).eval())
+    return build_architecture(f"student_{name}").eval()
 
 
 def export_candidate(name: str, folder: Path) -> tuple[Path, float, float]:
     """Random-init student -> IR; (encoder xml, parameters in millions, GFLOPs per image)."""
     torch.manual_seed(0)
-    model = build_architecture(f"student_{name}").eval()
+    model = candidate_model(name)
     folder.mkdir(parents=True, exist_ok=True)
     export_encoder(EncoderForExport(model), 256, folder / "encoder.onnx")
     convert_to_ir(folder / "encoder.onnx", folder / "encoder.xml", {"model_key": f"student_{name}"})
@@ -98,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     xmls = {TEACHER: args.models / "lite_medsam" / "encoder.xml"}
     facts: dict[str, tuple[float, float]] = {}
-    for name in STUDENTS:
+    for name in [*STUDENTS, *TEACHER_AT]:
         xml, params, gflops = export_candidate(name, args.work / name)
         xmls[name], facts[name] = xml, (params, gflops)
         print(

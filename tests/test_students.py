@@ -132,3 +132,16 @@ def test_make_distill_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path, models_di
     assert (tmp_path / "o" / "mobile_s" / "encoder_fp16.pt").is_file()
     assert "| 2 | 4 |" in (report / "distill.md").read_text()
     assert (report / "distill.png").stat().st_size > 0
+
+
+def test_teacher_at_reduced_size_keeps_every_teacher_weight_and_the_embedding_grid() -> None:
+    import torch
+
+    from modeling.architectures.tiny_vit import ReducedResolution, TinyViT
+
+    teacher = TinyViT().state_dict()
+    for size in (128, 192):
+        student = ReducedResolution(size).eval()
+        student.encoder.load_state_dict(teacher, strict=True)  # every key and shape fits
+        with torch.no_grad():
+            assert student(torch.rand(1, 3, 256, 256)).shape == (1, 256, 64, 64)

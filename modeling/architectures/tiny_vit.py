@@ -243,3 +243,20 @@ class TinyViT(nn.Module):
         b, _, c = x.shape
         x = x.view(b, self.out_hw, self.out_hw, c).permute(0, 3, 1, 2)  # (B, 320, 64, 64)
         return self.neck(x)  # (B, 256, 64, 64)
+
+
+class ReducedResolution(nn.Module):
+    """TinyViT run at ``size`` x ``size`` inside the 256 frame (a student that keeps the teacher's
+    weights: every key of LiteMedSAM's encoder fits at any size):
+    (B, 3, 256, 256) -> bilinear to (B, 3, size, size) -> TinyViT -> (B, 256, size/4, size/4)
+    -> bilinear to (B, 256, 64, 64)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.encoder = TinyViT(TinyViTConfig(img_size=size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        emb = self.encoder(small)  # (B, 256, size/4, size/4)
+        return F.interpolate(emb, size=(64, 64), mode="bilinear", align_corners=False)
