@@ -28,6 +28,7 @@ import numpy as np
 
 from common.paths import BUILD, MODELS, SHARED_DATA, SPLIT_CSV
 from common.reports import write_csv, write_report
+from evaluation import metrics
 from evaluation.split import read_rows
 
 # name -> what NNCF leaves in fp32 (operation types, node-name patterns); "" = nothing.
@@ -72,6 +73,7 @@ def pick_rows(rows: list[dict[str, str]], split: str, per: int, by_source: bool)
 def case_slices(row: dict[str, str], data: Path, max_boxes: int) -> list[Slice]:
     """2D: the image with its first boxes; 3D: the middle slice of each of the first objects."""
     from app.npz_io import load_case
+    from app.postprocessing import mask_bbox
 
     path = data / row["corpus"] / row["case"]
     case = load_case(path)
@@ -85,10 +87,9 @@ def case_slices(row: dict[str, str], data: Path, max_boxes: int) -> list[Slice]:
     for i, (_, _, z0, _, _, z1) in enumerate(case.boxes[:max_boxes]):
         z = int(np.clip((z0 + z1) // 2, 0, case.image.shape[0] - 1))
         mask = gts[z] == i + 1
-        if mask.any():
-            ys, xs = np.nonzero(mask)
-            box = np.array([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=np.float64)
-            out.append(Slice(f"{row['case']}:z{z}", mod, src, case.image[z], box, mask[None]))
+        box = mask_bbox(mask)  # (4,) XYXY, None when the object misses this slice
+        if box is not None:
+            out.append(Slice(f"{row['case']}:z{z}", mod, src, case.image[z], box[None], mask[None]))
     return out
 
 
@@ -111,8 +112,9 @@ def quantize(fp32: Any, inputs: list[np.ndarray], left_fp32: dict[str, list[str]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    """The challenge Dice, with two empty masks counted as agreeing (1, not NaN)."""
+    value = metrics.dice(a, b)
+    return 1.0 if np.isnan(value) else value
 
 
 def box_rows(slc: Slice, encoders: dict[str, Any], decoder: Any) -> list[dict[str, Any]]:
