@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from app.sessions import SessionCache, create_core
-from common.paths import MODELS, PUBLIC, SPLIT_CSV
+from common.paths import MODELS, SPLIT_CSV
+from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.architectures.students import STUDENTS
 from modeling.registry import BASE_KEY, WEIGHTS_DIR
 from train.data import Pool, objects_of
@@ -45,7 +46,7 @@ from train.samples import cache_cases, split_paths
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.distill", description=__doc__)
-    parser.add_argument("--data", type=Path, default=PUBLIC)
+    parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA), help="data folders")
     parser.add_argument("--split", type=Path, default=SPLIT_CSV)
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--cache", type=Path, default=Path("build/distill_cache"))
@@ -66,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.student not in STUDENTS:
         parser.error(f"unknown student {args.student!r}; candidates: {sorted(STUDENTS)}")
-    if not args.data.is_dir():
-        parser.error(f"no data folder {args.data}")
+    if not any(d.is_dir() for d in args.data):
+        parser.error(f"no data folder among {args.data}")
     cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
     teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
-    cases = split_paths(args.split, args.data)
+    data = as_one_folder(args.data)
+    cases = split_paths(args.split, data)
     train_files = cache_cases(
         cases["train"],
         args.cache / "train",
@@ -101,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.gate:
         training = {
             "command": "make distill",
-            "data": f"{args.data}, train rows of {args.split} (masks not used)",
+            "data": f"{' + '.join(map(str, args.data))}, train rows of {args.split} (masks not used)",
             "cases": len(train_files), "views": int(len(train["inputs"])),
             "sources": sources_of([p.name for p in cases["train"]]),
             "config": asdict(cfg), "teacher_proxy_val_dice": teacher_dice,
             "student_proxy_val_dice": log[-1].get("val_dice"),
         }  # fmt: skip
-        gate_student(f"student_{cfg.student}", weights, cases["val"], args, training)
+        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training)
     return 0
 
 

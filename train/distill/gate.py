@@ -27,7 +27,7 @@ ENCODER_FILE = "encoder_fp16.pt"
 
 
 def gate_student(
-    key: str, weights: Path, val_cases: list[Path], args: argparse.Namespace, training: dict
+    key: str, weights: Path, val_cases: list[Path], data: Path, args: argparse.Namespace, training: dict
 ) -> None:
     """Export the student, run the gate on every route (dims, modality) no specialist serves,
     ship it for the routes that pass."""
@@ -60,7 +60,7 @@ def gate_student(
     shutil.rmtree(args.gate_dir / "weights", ignore_errors=True)
     write_candidate(args.gate_dir / "weights" / key, card, weights)
     command = f"make distill (python -m train.distill --student {args.student} --gate)"
-    results, rows = run_gate(val_names, args.data, args.gate_dir, STUDENT_RULE)
+    results, rows = run_gate(val_names, data, args.gate_dir, STUDENT_RULE)
     write_report(results, rows, args.report / "gate", command, what="student")
     accepted = [r for g in val_names for r in decisions(results, g)]
     target = args.weights / key
