@@ -17,8 +17,6 @@ import argparse
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -31,21 +29,18 @@ from common.reports import write_csv, write_report
 from export.to_onnx import export_encoder
 from export.to_openvino import convert_to_ir
 from export.wrappers import EncoderForExport
-from modeling.architectures.sam import build_architecture, encoder_gflops
+from modeling.architectures.sam import BoxSAM, build_architecture, encoder_gflops
 from modeling.architectures.students import STUDENTS
-from modeling.architectures.tiny_vit import ReducedResolution
+from modeling.architectures.tiny_vit import TEACHER_AT
 
 SPEEDUP_GATE = 2.5
 TEACHER = "tinyvit (LiteMedSAM)"
 BATCHES = (1, 8)
-# Students that keep the teacher's weights: TinyViT at a reduced input size (issue 18).
-TEACHER_AT: dict[str, int] = {"tinyvit_r128": 128, "tinyvit_r192": 192}
 
 
-def candidate_model(name: str) -> Any:
-    """A random-init candidate with an ``image_encoder`` (what the export wrapper takes)."""
-    if name in TEACHER_AT:
-        return SimpleNamespace(image_encoder=ReducedResolution(TEACHER_AT[name]).eval())
+def candidate_model(name: str) -> BoxSAM:
+    """A random-init candidate (the teacher-at-size ones with random weights too: speed does
+    not depend on them)."""
     return build_architecture(f"student_{name}").eval()
 
 

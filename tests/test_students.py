@@ -124,24 +124,111 @@ def test_make_distill_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path, models_di
     report = tmp_path / "report"
     args = ["--data", str(data), "--split", str(split), "--models", str(models_dir),
             "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"), "--report", str(report),
+            "--carry", str(tmp_path / "carry.pt"),
             "--student", "mobile_s", "--steps", "2", "--batch", "2", "--val-every", "2",
             "--per-volume", "2"]  # fmt: skip
     assert main(args) == 0
     with np.load(tmp_path / "c" / "train" / "3DBox_CT_c_3.npz") as cached:
         assert cached["inputs"].shape == (4, 3, 256, 256) and cached["teacher"].shape == (4, 256, 64, 64)
     assert (tmp_path / "o" / "mobile_s" / "encoder_fp16.pt").is_file()
+    assert torch.load(tmp_path / "carry.pt", weights_only=False)["step"] == 2
     assert "| 2 | 4 |" in (report / "distill.md").read_text()
     assert (report / "distill.png").stat().st_size > 0
 
 
 def test_teacher_at_reduced_size_keeps_every_teacher_weight_and_the_embedding_grid() -> None:
-    import torch
+    from modeling.architectures.tiny_vit import TEACHER_AT, TinyViT, build_teacher_at
 
-    from modeling.architectures.tiny_vit import ReducedResolution, TinyViT
-
-    teacher = TinyViT().state_dict()
-    for size in (128, 192):
-        student = ReducedResolution(size).eval()
-        student.encoder.load_state_dict(teacher, strict=True)  # every key and shape fits
+    teacher = TinyViT()
+    for name in TEACHER_AT:
+        student = build_teacher_at(name).eval()
+        student.load_teacher(teacher)  # strict: every key and shape fits at any size
         with torch.no_grad():
             assert student(torch.rand(1, 3, 256, 256)).shape == (1, 256, 64, 64)
+        assert f"student_{name}" in ARCHITECTURES
+    with pytest.raises(ValueError, match="valid"):
+        build_teacher_at("tinyvit_r7")
+
+
+def test_detail_head_starts_as_the_identity_and_reads_the_full_resolution_image() -> None:
+    from modeling.architectures.tiny_vit import ReducedResolution
+
+    torch.manual_seed(0)
+    plain, detailed = ReducedResolution(128).eval(), ReducedResolution(128, detail=True).eval()
+    detailed.encoder.load_state_dict(plain.encoder.state_dict())
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.equal(plain(x), detailed(x))  # zero-initialised output layer
+        torch.nn.init.normal_(detailed.detail.out.weight, std=0.1)
+        a = detailed(x)
+        y = x.clone()
+        y[:, :, 1::2, 1::2] = 1 - y[:, :, 1::2, 1::2]  # detail the 128 view cannot see exactly
+        b = detailed(y)
+        assert not torch.allclose(a, b)
+
+
+def test_initial_encoder_starts_from_the_teacher(tmp_path: Path) -> None:
+    from modeling.registry import BASE, load_model
+    from train.distill.loop import initial_encoder
+
+    teacher = load_model(BASE).image_encoder.state_dict()
+    student = initial_encoder("tinyvit_r128d")
+    for k, v in student.encoder.state_dict().items():
+        assert torch.equal(v, teacher[k]), k
+
+
+def test_a_new_sitting_continues_from_the_git_carry(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, 256, (4, 3, 256, 256), dtype=np.uint8)
+    teacher = (rng.standard_normal((4, 256, 64, 64)) * 0.1).astype(np.float16)
+    labels = np.zeros((2, 256, 256), np.uint16)
+    labels[:, 50:120, 60:140] = 1
+    val = {
+        "inputs": inputs[:2],
+        "teacher": teacher[:2],
+        "labels": labels,
+        "hw": np.full((2, 2), 256, np.int32),
+    }
+    train = {"inputs": inputs, "teacher": teacher}
+    cfg = DistillConfig(student="mobile_s", steps=2, batch=2, lr=1e-3, checkpoint_every=1, val_every=2)
+    carry = tmp_path / "carry" / "mobile_s.pt"
+    first, _ = distill(train, val, tmp_path / "sitting1", cfg, carry)
+    saved = torch.load(carry, weights_only=False)
+    assert saved["step"] == 2 and "optimizer" not in saved
+    assert all(v.dtype == torch.float16 for v in saved["encoder"].values() if v.is_floating_point())
+    assert carry.stat().st_size < 0.6 * (tmp_path / "sitting1" / "state.pt").stat().st_size
+    # A fresh machine: no build state, the carry only.
+    second, log = distill(
+        train, val, tmp_path / "sitting2", DistillConfig(**{**cfg.__dict__, "steps": 4}), carry
+    )
+    assert [r["step"] for r in log] == [0, 1, 2, 3, 4]
+    assert torch.load(carry, weights_only=False)["step"] == 4
+    assert not all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
+
+
+def test_teacher_at_size_distils_with_its_trunk_frozen(tmp_path: Path) -> None:
+    from modeling.registry import BASE, load_model
+
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, 256, (3, 3, 256, 256), dtype=np.uint8)
+    teacher = load_model(BASE).image_encoder.eval()
+    with torch.no_grad():
+        target = teacher(torch.from_numpy(inputs.astype(np.float32) / 255)).numpy().astype(np.float16)
+    labels = np.zeros((1, 256, 256), np.uint16)
+    labels[0, 50:120, 60:140] = 1
+    val = {
+        "inputs": inputs[:1],
+        "teacher": target[:1],
+        "labels": labels,
+        "hw": np.full((1, 2), 256, np.int32),
+    }
+    cfg = DistillConfig(student="tinyvit_r128d", steps=2, batch=2, lr=1e-3, checkpoint_every=2, val_every=2)
+    out = tmp_path / "o"
+    student, log = distill({"inputs": inputs, "teacher": target}, val, out, cfg)
+    state = teacher.state_dict()
+    for k, v in student.encoder.named_parameters():
+        frozen = k.startswith(("patch_embed.", "layers.0.", "layers.1."))
+        assert torch.equal(v, state[k]) == frozen, k  # the trunk stays the teacher's, the rest trains
+    running = {k: v for k, v in student.encoder.state_dict().items() if "running_" in k}
+    assert running and all(torch.equal(v, state[k]) for k, v in running.items())  # BatchNorm: teacher's
+    assert log[-1]["val_mse"] < log[0]["val_mse"]

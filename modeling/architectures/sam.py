@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling.architectures.mask_decoder import MaskDecoder
 from modeling.architectures.prompt_encoder import PromptEncoder
 from modeling.architectures.students import STUDENTS, build_student
-from modeling.architectures.tiny_vit import TinyViT
+from modeling.architectures.tiny_vit import TEACHER_AT, TinyViT, build_teacher_at
 
 
 class BoxSAM(nn.Module):
@@ -46,10 +46,18 @@ def build_student_sam(student: str) -> BoxSAM:
     return BoxSAM(build_student(student), input_size=256)
 
 
+def build_teacher_at_sam(name: str) -> BoxSAM:
+    """LiteMedSAM's TinyViT at a reduced input size (``tiny_vit.TEACHER_AT``) + LiteMedSAM's prompt
+    encoder and mask decoder; the encoder starts from the teacher's weights when trained
+    (``ReducedResolution.load_teacher``) and is stored as an overlay."""
+    return BoxSAM(build_teacher_at(name), input_size=256)
+
+
 # Architecture name -> builder. Training code imports the same table.
 ARCHITECTURES: dict[str, Callable[[], BoxSAM]] = {
     "lite_medsam": build_lite_medsam,
     **{f"student_{name}": partial(build_student_sam, name) for name in STUDENTS},
+    **{f"student_{name}": partial(build_teacher_at_sam, name) for name in TEACHER_AT},
 }
 
 

@@ -236,27 +236,100 @@ class TinyViT(nn.Module):
             LayerNorm2d(cfg.embedding_dim),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)  # (B, 64, 256, 256)
-        for layer in self.layers:
+    def trunk(self, x: torch.Tensor, stages: int) -> torch.Tensor:
+        """The patch embedding and the first ``stages`` stages: (B, 3, S, S) -> their output
+        (stage 0 ends in a (B, (S/2)^2, 128) token grid, stage 1 in (B, (S/4)^2, 160))."""
+        x = self.patch_embed(x)  # (B, 64, S, S)
+        for layer in self.layers[:stages]:
             x = layer(x)  # tokens (B, R*R, C)
+        return x
+
+    def rest(self, x: torch.Tensor, stages: int) -> torch.Tensor:
+        """The stages after ``trunk(., stages)`` and the neck -> (B, 256, S/4, S/4)."""
+        for layer in self.layers[stages:]:
+            x = layer(x)
         b, _, c = x.shape
-        x = x.view(b, self.out_hw, self.out_hw, c).permute(0, 3, 1, 2)  # (B, 320, 64, 64)
-        return self.neck(x)  # (B, 256, 64, 64)
+        x = x.view(b, self.out_hw, self.out_hw, c).permute(0, 3, 1, 2)  # (B, 320, S/4, S/4)
+        return self.neck(x)  # (B, 256, S/4, S/4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.trunk(x, 0), 0)  # (B, 256, 64, 64) at S = 256
+
+
+@dataclass(frozen=True)
+class TeacherAt:
+    """A student that keeps the teacher's weights: TinyViT at ``size`` inside the 256 frame,
+    optionally with a learned detail head (``DetailHead``) that restores the 64x64 grid's detail."""
+
+    size: int
+    detail: bool = False
+
+
+# Students built from LiteMedSAM's own TinyViT (issue 18); name -> how.
+TEACHER_AT: dict[str, TeacherAt] = {
+    "tinyvit_r128": TeacherAt(128),
+    "tinyvit_r128d": TeacherAt(128, detail=True),
+    "tinyvit_r192": TeacherAt(192),
+}
+
+
+class DetailHead(nn.Module):
+    """A residual for the upsampled embedding from the full-resolution image:
+    image (B, 3, 256, 256) -> space-to-depth (B, 48, 64, 64); embedding (B, 256, 64, 64) -> 1x1 to
+    (B, 64, 64, 64); both -> 3x3 conv + GELU (B, 64, 64, 64) -> 1x1 to (B, 256, 64, 64), initialised
+    to zero so that the head starts as the identity (the student starts as the plain teacher-at-size).
+    ~0.8 GFLOP per image."""
+
+    def __init__(self, hidden: int = 64, embedding_dim: int = 256) -> None:
+        super().__init__()
+        self.context = nn.Conv2d(embedding_dim, hidden, kernel_size=1)
+        self.fuse = nn.Conv2d(48 + hidden, hidden, kernel_size=3, padding=1)
+        self.out = nn.Conv2d(hidden, embedding_dim, kernel_size=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, image: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        pixels = F.pixel_unshuffle(image, image.shape[-1] // embedding.shape[-1])  # (B, 48, 64, 64)
+        hidden = F.gelu(self.fuse(torch.cat([pixels, self.context(embedding)], dim=1)))
+        return embedding + self.out(hidden)
 
 
 class ReducedResolution(nn.Module):
     """TinyViT run at ``size`` x ``size`` inside the 256 frame (a student that keeps the teacher's
     weights: every key of LiteMedSAM's encoder fits at any size):
     (B, 3, 256, 256) -> bilinear to (B, 3, size, size) -> TinyViT -> (B, 256, size/4, size/4)
-    -> bilinear to (B, 256, 64, 64)."""
+    -> bilinear to (B, 256, 64, 64) [-> ``DetailHead`` with the 256 image, when ``detail``]."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, detail: bool = False) -> None:
         super().__init__()
         self.size = size
         self.encoder = TinyViT(TinyViTConfig(img_size=size))
+        self.detail = DetailHead() if detail else None
+
+    def load_teacher(self, teacher: TinyViT) -> None:
+        """Copy every weight of the full-resolution teacher (strict: all keys and shapes fit)."""
+        self.encoder.load_state_dict(teacher.state_dict(), strict=True)
+
+    def trunk(self, x: torch.Tensor, stages: int) -> torch.Tensor:
+        """(B, 3, 256, 256) -> the reduced-size TinyViT's first ``stages`` stages (frozen while
+        distilling, so their output can be computed once per cached view)."""
+        small = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.encoder.trunk(small, stages)
+
+    def rest(self, tokens: torch.Tensor, x: torch.Tensor, stages: int) -> torch.Tensor:
+        """``trunk``'s output and the 256 input -> (B, 256, 64, 64)."""
+        emb = self.encoder.rest(tokens, stages)  # (B, 256, size/4, size/4)
+        up = F.interpolate(emb, size=(64, 64), mode="bilinear", align_corners=False)
+        return up if self.detail is None else self.detail(x, up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        small = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        emb = self.encoder(small)  # (B, 256, size/4, size/4)
-        return F.interpolate(emb, size=(64, 64), mode="bilinear", align_corners=False)
+        return self.rest(self.trunk(x, 0), x, 0)
+
+
+def build_teacher_at(name: str) -> ReducedResolution:
+    try:
+        how = TEACHER_AT[name]
+    except KeyError:
+        msg = f"unknown teacher-at-size student {name!r}; valid: {sorted(TEACHER_AT)}"
+        raise ValueError(msg) from None
+    return ReducedResolution(how.size, how.detail)

@@ -6,8 +6,10 @@
    contrast-jittered), preprocessed exactly as the app does and stored as uint8
    (N, 3, 256, 256) with the teacher's embedding of that very input, fp16 (N, 256, 64, 64).
    Validation-split cases are cached without augmentation, with their model-frame labels.
-2. Train the student (``--student``, a name of ``modeling/architectures/students.py``) with MSE to
-   the teacher's embedding; AdamW; resumable from ``build/distill/<student>/state.pt``.
+2. Train the student (``--student``: a random-init family of ``modeling/architectures/students.py``
+   or a teacher-at-size one of ``tiny_vit.TEACHER_AT``, which starts from the teacher's weights)
+   with MSE to the teacher's embedding; AdamW; resumable from ``build/distill/<student>/state.pt``,
+   or, in a new sitting, from its git carry ``checkpoints/distill/<student>.pt`` (``train/distill/loop.py``).
    Logged every ``val_every`` steps: validation embedding MSE and the end-to-end proxy Dice
    (LiteMedSAM's unchanged prompt encoder + mask decoder on the student's embeddings, tight
    boxes, model frame) next to the same Dice on the teacher's embeddings (the ceiling).
@@ -32,10 +34,11 @@ from app.sessions import SessionCache, create_core
 from common.paths import MODELS, SPLIT_CSV
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.architectures.students import STUDENTS
+from modeling.architectures.tiny_vit import TEACHER_AT
 from modeling.registry import BASE_KEY, WEIGHTS_DIR
 from train.data import Pool, objects_of
 from train.distill.gate import ENCODER_FILE, gate_student
-from train.distill.loop import DistillConfig, base_decoder_model, distill
+from train.distill.loop import CARRY_DIR, DistillConfig, base_decoder_model, distill
 from train.distill.report import plot_log, write_log, write_summary
 from train.distill.samples import load_arrays, train_sample, val_sample
 from train.groups import GROUPS
@@ -53,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/distill"))
     parser.add_argument("--report", type=Path, default=Path("reports/students"))
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument(
+        "--carry",
+        type=Path,
+        default=None,
+        help="git carry of the run (default checkpoints/distill/<student>.pt)",
+    )
     parser.add_argument("--gate-dir", type=Path, default=Path("build/gate_student"))
     parser.add_argument("--views", type=int, default=2, help="views per image (the first unaugmented)")
     parser.add_argument("--per-volume", type=int, default=12, help="slices per volume (train)")
@@ -65,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         kind = str if name == "student" else type(default)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     args = parser.parse_args(argv)
-    if args.student not in STUDENTS:
-        parser.error(f"unknown student {args.student!r}; candidates: {sorted(STUDENTS)}")
+    if args.student not in [*STUDENTS, *TEACHER_AT]:
+        parser.error(f"unknown student {args.student!r}; candidates: {sorted([*STUDENTS, *TEACHER_AT])}")
     if not any(d.is_dir() for d in args.data):
         parser.error(f"no data folder among {args.data}")
     cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     decoder_model = base_decoder_model()
     teacher_pool = Pool(val["teacher"], val["labels"], val["hw"], objects_of(val["labels"]))
     teacher_dice = val_dice(decoder_model, teacher_pool, limit=len(teacher_pool.objects))
-    encoder, log = distill(train, val, args.out / cfg.student, cfg)
+    carry = args.carry or CARRY_DIR / f"{cfg.student}.pt"
+    encoder, log = distill(train, val, args.out / cfg.student, cfg, carry)
     weights = args.out / cfg.student / ENCODER_FILE
     torch.save({k: v.half() for k, v in encoder.state_dict().items()}, weights)
     args.report.mkdir(parents=True, exist_ok=True)
