@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from common.paths import MODELS, PUBLIC, SMOKE
 from common.process import cli_command, timed_process
 from common.reports import write_report
 from evaluation.physical import measured_gflops_per_s
+from evaluation.timing import alternating_medians
 
 SYSTEMS = ("app", "baseline")
 
@@ -173,18 +175,12 @@ def encoder_seconds(models: Path) -> dict[str, float]:
     x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
     session = SessionCache(create_core(None), models, default_threads()).get(DEFAULT_MODEL_KEY)
     model = load_baseline()
-    times: dict[str, list[float]] = {"app (OpenVINO)": [], "baseline (torch)": []}
-    session.encode(x)
     with torch.no_grad():
-        model.image_encoder(torch.from_numpy(x))
-        for _ in range(5):
-            t0 = time.perf_counter()
-            session.encode(x)
-            times["app (OpenVINO)"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            model.image_encoder(torch.from_numpy(x))
-            times["baseline (torch)"].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+        calls = {
+            "app (OpenVINO)": partial(session.encode, x),
+            "baseline (torch)": partial(model.image_encoder, torch.from_numpy(x)),
+        }
+        return alternating_medians(calls, repeats=5, warmup=1)
 
 
 def read_runs(path: Path) -> list[Run]:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from common.paths import BUILD, MODELS, SHARED_DATA, SPLIT_CSV
 from common.reports import write_csv, write_report
 from evaluation import metrics
 from evaluation.split import read_rows
+from evaluation.timing import alternating_medians
 
 # name -> what NNCF leaves in fp32 (operation types, node-name patterns); "" = nothing.
 VARIANTS: dict[str, dict[str, list[str]]] = {
@@ -142,14 +144,8 @@ def box_rows(slc: Slice, encoders: dict[str, Any], decoder: Any) -> list[dict[st
 def encoder_seconds(encoders: dict[str, Any], repeats: int = 15) -> dict[str, float]:
     """Median seconds per 256x256 slice, encoders called in turn (machine drift hits all)."""
     x = np.random.default_rng(SEED).random((1, 3, 256, 256), dtype=np.float32)
-    times: dict[str, list[float]] = {name: [] for name in encoders}
-    for i in range(repeats + 2):
-        for name, enc in encoders.items():
-            t0 = time.perf_counter()
-            enc({"image": x})
-            if i >= 2:  # two warm-up rounds
-                times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    calls = {name: partial(enc, {"image": x}) for name, enc in encoders.items()}
+    return alternating_medians(calls, repeats, warmup=2)
 
 
 def kernel_profile(core: Any, xml: Path, config: dict[Any, Any], top: int = 6) -> list[tuple[str, float]]:

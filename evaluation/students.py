@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from app.sessions import compile_config
 from common.machine import describe
 from common.paths import MODELS
 from common.reports import write_csv, write_report
+from evaluation.timing import alternating_medians
 from export.to_onnx import export_encoder
 from export.to_openvino import convert_to_ir
 from export.wrappers import EncoderForExport
@@ -55,29 +57,19 @@ def export_candidate(name: str, folder: Path) -> tuple[Path, float, float]:
     return folder / "encoder.xml", params, encoder_gflops(model, 256)
 
 
-def seconds_per_image(compiled: ov.CompiledModel, batch: int, repeats: int) -> float:
-    """Median wall seconds per image of ``repeats`` calls at ``batch``."""
-    x = np.random.default_rng(0).random((batch, 3, 256, 256), dtype=np.float32)
-    compiled({"image": x})  # first call allocates
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        compiled({"image": x})
-        times.append((time.perf_counter() - t0) / batch)
-    return statistics.median(times)
-
-
 def time_models(xmls: dict[str, Path], rounds: int, repeats: int) -> dict[str, dict[int, float]]:
-    """Model -> batch -> median over rounds of per-round medians (s per image)."""
+    """Model -> batch -> median over rounds of per-round medians (s per image); within a round
+    every (model, batch) is called in turn."""
     core = ov.Core()
     compiled = {name: core.compile_model(str(xml), "CPU", compile_config()) for name, xml in xmls.items()}
-    samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in BATCHES} for n in xmls}
+    inputs = {b: np.random.default_rng(0).random((b, 3, 256, 256), dtype=np.float32) for b in BATCHES}
+    calls = {(n, b): partial(compiled[n], {"image": inputs[b]}) for n in xmls for b in BATCHES}
+    samples: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
     for r in range(rounds):
-        for name in xmls:
-            for batch in BATCHES:
-                samples[name][batch].append(seconds_per_image(compiled[name], batch, repeats))
+        for key, seconds in alternating_medians(calls, repeats, warmup=1 if r == 0 else 0).items():
+            samples[key].append(seconds / key[1])
         print(f"student-candidates: round {r + 1}/{rounds} done", flush=True)
-    return {n: {b: statistics.median(v) for b, v in per.items()} for n, per in samples.items()}
+    return {n: {b: statistics.median(samples[n, b]) for b in BATCHES} for n in xmls}
 
 
 def table_row(
