@@ -26,7 +26,7 @@ help:
 	@echo "make container-test  challenge protocol against the image -> reports/container.md"
 	@echo "make train-specialists  per modality group: fine-tune LiteMedSAM's decoder, fit its router, gate per source (slow, needs TRAIN_DATA)"
 	@echo "make student-candidates  time candidate student encoders next to TinyViT (reports/students)"
-	@echo "make distill    distil the student encoder from TinyViT, then gate it (slow, needs DATA)"
+	@echo "make distill    distil the student encoder from TinyViT (continues from checkpoints/), then gate it (slow)"
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make int8-probe  NNCF int8 encoder variants: speed on this CPU, masks vs fp32 (reports/int8; needs ../shared)"
 	@echo "make lint       ruff"
@@ -98,7 +98,7 @@ student-candidates: $(MANIFEST)
 	$(PY) -m evaluation.students
 
 distill: $(MANIFEST)
-	$(PY) -m train.distill --data $(DATA) --gate
+	$(PY) -m train.distill --data $(TRAIN_DATA) --gate
 
 clean:
 	rm -rf build demo/out models/*/ $(MANIFEST)

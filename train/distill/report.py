@@ -9,6 +9,7 @@ import numpy as np
 
 from common.machine import describe
 from common.reports import write_csv, write_report
+from modeling.architectures.tiny_vit import TEACHER_AT
 from train.distill.loop import DistillConfig
 
 
@@ -46,6 +47,22 @@ def plot_log(log: list[dict], teacher_dice: float, path: Path, title: str) -> No
     plt.close(fig)
 
 
+def start_of(cfg: DistillConfig) -> str:
+    """How the student started and what of it trained."""
+    if cfg.student not in TEACHER_AT:
+        return "Start: random initialisation; every weight trains."
+    frozen = "the patch embedding" + (f" and stages 0-{cfg.frozen_stages - 1}" if cfg.frozen_stages else "")
+    return (
+        f"Start: the teacher's own weights at {TEACHER_AT[cfg.student].size}x{TEACHER_AT[cfg.student].size}"
+        + (" (detail head initialised to add nothing)" if TEACHER_AT[cfg.student].detail else "")
+        + (
+            f"; {frozen} stay the teacher's (frozen), the rest trains."
+            if cfg.frozen_stages
+            else "; every weight trains."
+        )
+    )
+
+
 def write_summary(
     log: list[dict],
     teacher_dice: float,
@@ -59,7 +76,8 @@ def write_summary(
         f"# Distillation: student `{cfg.student}` from TinyViT (LiteMedSAM)",
         "",
         f"Command: `make distill` (`python -m train.distill --student {cfg.student} --steps {cfg.steps}`), "
-        f"{time.strftime('%Y-%m-%d')}. Machine: {describe()}.",
+        f"{time.strftime('%Y-%m-%d')}. Machine: {describe()}. {start_of(cfg)} The run is carried between "
+        f"sittings in `checkpoints/distill/{cfg.student}.pt` and continues from there.",
         f"Data: {sizes['train_cases']} train-split cases of `splits/public.csv` -> "
         f"{sizes['train_views']} cached views (teacher embeddings fp16); validation: "
         f"{sizes['val_cases']} val-split cases -> "
