@@ -232,3 +232,14 @@ def test_teacher_at_size_distils_with_its_trunk_frozen(tmp_path: Path) -> None:
     running = {k: v for k, v in student.encoder.state_dict().items() if "running_" in k}
     assert running and all(torch.equal(v, state[k]) for k, v in running.items())  # BatchNorm: teacher's
     assert log[-1]["val_mse"] < log[0]["val_mse"]
+
+
+def test_the_proxy_scores_at_most_a_few_objects_per_slice() -> None:
+    from train.distill.loop import capped_objects
+
+    labels = np.zeros((3, 8, 8), np.uint16)
+    labels[0, 0, :6] = np.arange(1, 7)  # 6 objects
+    labels[2, 1, :2] = [4, 9]
+    rows = capped_objects(labels, 4)
+    assert rows.tolist() == [[0, 1], [0, 2], [0, 3], [0, 4], [2, 4], [2, 9]]
+    assert capped_objects(np.zeros((2, 4, 4), np.uint16), 4).shape == (0, 2)

@@ -36,13 +36,11 @@ from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.architectures.students import STUDENTS
 from modeling.architectures.tiny_vit import TEACHER_AT
 from modeling.registry import BASE_KEY, WEIGHTS_DIR
-from train.data import Pool, objects_of
 from train.distill.gate import ENCODER_FILE, gate_student
-from train.distill.loop import CARRY_DIR, DistillConfig, base_decoder_model, distill
+from train.distill.loop import CARRY_DIR, DistillConfig, base_decoder_model, distill, proxy_dice
 from train.distill.report import plot_log, write_log, write_summary
 from train.distill.samples import load_arrays, train_sample, val_sample
 from train.groups import GROUPS
-from train.loop import val_dice
 from train.provenance import sources_of
 from train.samples import cache_cases, split_paths
 
@@ -95,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     val = load_arrays(val_files, ("inputs", "teacher", "labels", "hw"))
     print(f"distill: {len(train['inputs'])} train views of {len(train_files)} cases, "
           f"{len(val['inputs'])} validation slices of {len(val_files)} cases", file=sys.stderr)  # fmt: skip
-    decoder_model = base_decoder_model()
-    teacher_pool = Pool(val["teacher"], val["labels"], val["hw"], objects_of(val["labels"]))
-    teacher_dice = val_dice(decoder_model, teacher_pool, limit=len(teacher_pool.objects))
+    teacher_dice = proxy_dice(base_decoder_model(), val["teacher"], val, cfg.val_objects_per_slice)
     carry = args.carry or CARRY_DIR / f"{cfg.student}.pt"
     encoder, log = distill(train, val, args.out / cfg.student, cfg, carry)
     weights = args.out / cfg.student / ENCODER_FILE
