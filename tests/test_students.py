@@ -206,7 +206,9 @@ def test_a_new_sitting_continues_from_the_git_carry(tmp_path: Path) -> None:
     assert not all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
 
 
-def test_teacher_at_size_distils_with_its_trunk_frozen(tmp_path: Path) -> None:
+def test_teacher_at_size_distils_with_its_trunk_frozen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from modeling.registry import BASE, load_model
 
     rng = np.random.default_rng(0)
@@ -231,6 +233,12 @@ def test_teacher_at_size_distils_with_its_trunk_frozen(tmp_path: Path) -> None:
         assert torch.equal(v, state[k]) == frozen, k  # the trunk stays the teacher's, the rest trains
     running = {k: v for k, v in student.encoder.state_dict().items() if "running_" in k}
     assert running and all(torch.equal(v, state[k]) for k, v in running.items())  # BatchNorm: teacher's
+    # A finished run started again (to rewrite its report and carry) computes no trunk features.
+    import train.distill.loop as loop
+
+    monkeypatch.setattr(loop, "trunk_features", lambda *a, **k: pytest.fail("trunk features recomputed"))
+    _, again = distill({"inputs": inputs, "teacher": target}, val, out, cfg)
+    assert again == log
     assert log[-1]["val_mse"] < log[0]["val_mse"]
 
 

@@ -183,13 +183,18 @@ def distill(
     carry: Path | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train the student (resuming from ``out/state.pt``, else from ``carry`` when it exists);
-    the state is written back to ``carry`` at the end. (student encoder, log rows)."""
+    the state is written back to ``carry`` at the end. (student encoder, log rows). A run whose
+    state has reached ``cfg.steps`` computes nothing (the report and carry are rewritten)."""
     torch.manual_seed(cfg.seed)
     encoder = initial_encoder(cfg.student)
     stages = freeze_trunk(encoder, cfg.frozen_stages)
-    if stages:
-        train = {**train, "trunk": trunk_features(encoder, train["inputs"], stages)}
-        val = {**val, "trunk": trunk_features(encoder, val["inputs"], stages)}
+    trunks: dict[str, np.ndarray] = {}  # the frozen trunk's output, computed when first needed
+
+    def with_trunk(part: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+        if stages and name not in trunks:
+            trunks[name] = trunk_features(encoder, part["inputs"], stages)
+        return {**part, "trunk": trunks[name]} if stages else part
+
     decoder_model = base_decoder_model()
     trainable = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -198,21 +203,25 @@ def distill(
         seed_from_carry(carry, state_path, encoder, opt)
 
     def one_step(rng: np.random.Generator) -> dict[str, float]:
+        part = with_trunk(train, "train")
+        encoder.train()
         freeze_batchnorm(encoder)
-        rows = rng.integers(0, len(train["inputs"]), size=cfg.batch)
-        x = as_input(train["inputs"][rows])
-        target = torch.from_numpy(train["teacher"][rows].astype(np.float32))
-        trunk = train["trunk"][rows] if stages else None
+        rows = rng.integers(0, len(part["inputs"]), size=cfg.batch)
+        x = as_input(part["inputs"][rows])
+        target = torch.from_numpy(part["teacher"][rows].astype(np.float32))
+        trunk = part["trunk"][rows] if stages else None
         loss = torch.nn.functional.mse_loss(embed(encoder, x, trunk, stages), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
         return {"train_mse": float(loss.detach())}
 
+    def validation() -> dict[str, float]:
+        return validate(encoder, decoder_model, with_trunk(val, "val"), stages, cfg.val_objects_per_slice)
+
     trainee = Trainee(
-        name=cfg.student, key="encoder", module=encoder, optimizer=opt, step=one_step,
-        validate=lambda: validate(encoder, decoder_model, val, stages, cfg.val_objects_per_slice),
-    )  # fmt: skip
+        name=cfg.student, key="encoder", module=encoder, optimizer=opt, step=one_step, validate=validation
+    )
     log = resumable_loop(trainee, out, asdict(cfg), "distill")
     if carry is not None:
         write_carry(state_path, carry)
