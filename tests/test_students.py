@@ -57,6 +57,30 @@ def test_student_exports_to_ir_with_parity(tmp_path: Path) -> None:
     assert np.abs(got - ref).max() < 1e-3
 
 
+def test_teacher_at_size_student_with_its_detail_head_exports_with_parity(tmp_path: Path) -> None:
+    """The chosen student through the product's export hops (torch -> ONNX -> IR), its detail
+    head made non-zero so that the parity covers it."""
+    import openvino as ov
+
+    from app.sessions import compile_config
+    from export.to_onnx import export_encoder
+    from export.to_openvino import convert_to_ir
+    from export.wrappers import EncoderForExport
+
+    torch.manual_seed(0)
+    model = build_architecture("student_tinyvit_r128d").eval()
+    torch.nn.init.normal_(model.image_encoder.detail.out.weight, std=0.05)
+    export_encoder(EncoderForExport(model), 256, tmp_path / "encoder.onnx")
+    convert_to_ir(tmp_path / "encoder.onnx", tmp_path / "encoder.xml", {"model_key": "student_tinyvit_r128d"})
+    x = np.random.default_rng(1).random((1, 3, 256, 256), dtype=np.float32)
+    with torch.no_grad():
+        ref = model.image_encoder(torch.from_numpy(x)).numpy()
+        plain = model.image_encoder.encoder(torch.nn.functional.interpolate(torch.from_numpy(x), size=128))
+    got = ov.Core().compile_model(str(tmp_path / "encoder.xml"), "CPU", compile_config())({"image": x})[0]
+    assert np.abs(got - ref).max() < 1e-3
+    assert plain.shape == (1, 256, 32, 32)
+
+
 def test_augment_keeps_dtype_and_channels_and_is_seeded() -> None:
     image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     a = augment(image, np.random.default_rng(5))

@@ -280,16 +280,17 @@ class DetailHead(nn.Module):
     to zero so that the head starts as the identity (the student starts as the plain teacher-at-size).
     ~0.8 GFLOP per image."""
 
-    def __init__(self, hidden: int = 64, embedding_dim: int = 256) -> None:
+    def __init__(self, hidden: int = 64, embedding_dim: int = 256, stride: int = 4) -> None:
         super().__init__()
+        self.stride = stride  # 256 image pixels per embedding cell, per side (a constant: ONNX needs one)
         self.context = nn.Conv2d(embedding_dim, hidden, kernel_size=1)
-        self.fuse = nn.Conv2d(48 + hidden, hidden, kernel_size=3, padding=1)
+        self.fuse = nn.Conv2d(3 * stride * stride + hidden, hidden, kernel_size=3, padding=1)
         self.out = nn.Conv2d(hidden, embedding_dim, kernel_size=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, image: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        pixels = F.pixel_unshuffle(image, image.shape[-1] // embedding.shape[-1])  # (B, 48, 64, 64)
+        pixels = F.pixel_unshuffle(image, self.stride)  # (B, 48, 64, 64)
         hidden = F.gelu(self.fuse(torch.cat([pixels, self.context(embedding)], dim=1)))
         return embedding + self.out(hidden)
 
