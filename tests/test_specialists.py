@@ -15,12 +15,14 @@ from modeling.registry import BASE, BASE_KEY, CARD_NAME, get_spec, load_model, m
 from train.gate import (
     ALL,
     SPECIALIST_RULE,
+    STUDENT_RULE,
     Rule,
     candidate_card,
     decisions,
     group_means,
     passes_gate,
     route_results,
+    row_verdict,
     write_candidate,
 )
 from train.provenance import SOURCE_TERMS, UNKNOWN_TERMS, source_tag, sources_of
@@ -156,8 +158,38 @@ def test_route_results_split_a_group_by_modality() -> None:
     results = route_results(rows, {"thin_2d": ["a", "b"]}, SPECIALIST_RULE)
     assert [(r.modality, r.cases) for r in results] == [("CT", 1), ("PET", 1), (ALL, 2)]
     assert [r.modality for r in decisions(results, "thin_2d")] == []  # one case each: too few to tell
-    many = route_results(rows, {"thin_2d": ["a", "b"]}, Rule(0.01, False, "", min_cases=1))
+    many = route_results(rows, {"thin_2d": ["a", "b"]}, Rule(0.01, 0.0, "", min_cases=1))
     assert [r.modality for r in decisions(many, "thin_2d")] == ["PET"]
+
+
+def student_row(case: str, base: float, spec: float) -> dict[str, object]:
+    return {
+        "case": case,
+        "modality": "CT",
+        "base_dsc": base,
+        "base_nsd": base,
+        "spec_dsc": spec,
+        "spec_nsd": spec,
+    }
+
+
+def test_student_rule_holds_on_every_source_of_a_route() -> None:
+    """The route's mean is within one point, but one source (one case) loses three: the route
+    keeps LiteMedSAM; the source's row says why."""
+    names = ["3DBox_CT_A_1.npz", "3DBox_CT_A_2.npz", "3DBox_CT_A_3.npz", "3DBox_CT_B_1.npz"]
+    rows = [student_row(n, 0.80, 0.805) for n in names[:3]] + [student_row(names[3], 0.80, 0.77)]
+    results = route_results(rows, {"ct_3d": names}, STUDENT_RULE)
+    assert [(r.source, r.cases) for r in results] == [(ALL, 4), ("A", 3), ("B", 1), (ALL, 4)]
+    route = results[0]
+    assert route.accepted  # pooled: -0.0037
+    assert decisions(results, "ct_3d") == []
+    assert [row_verdict(results, r) for r in results] == [
+        "keeps LiteMedSAM", "within the rule", "fails the rule", "(group mean)"
+    ]  # fmt: skip
+    rows[3] = student_row(names[3], 0.80, 0.792)  # within one point everywhere (NSD too)
+    assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") != []
+    rows[3] = {**rows[3], "spec_nsd": 0.78}  # NSD two points down on source B
+    assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") == []
 
 
 def test_provenance_names_sources_and_terms() -> None:

@@ -7,7 +7,8 @@ candidates through the same export stage and parity gates (``build/gate/models``
 with them on the group's validation cases of ``splits/public.csv``, and score with the
 challenge metrics next to the app with LiteMedSAM alone (``build/runs/app``, shared with
 ``make eval``). A group is accepted by SPECIALIST_RULE: its validation mean DSC gains at least
-one point and its mean NSD does not drop (a student encoder: STUDENT_RULE). Accepted groups
+one point and its mean NSD does not drop (a student encoder: STUDENT_RULE, within one point of
+LiteMedSAM in DSC and in NSD on the route and on every validation source of it). Accepted routes
 are copied to ``weights/<group>/`` (what ``make export`` ships and routes), rejected ones are
 removed from there.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from app.routing import source_tag
 from common.reports import write_csv
 from evaluation.evaluate import score_one
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
@@ -40,16 +42,21 @@ class Rule:
     """When a candidate replaces the general model for a group, on validation means."""
 
     min_dsc_gain: float  # candidate DSC - LiteMedSAM DSC must be at least this
-    nsd_may_drop: bool
+    min_nsd_gain: float  # candidate NSD - LiteMedSAM NSD must be at least this
     text: str
-    min_cases: int = 3  # fewer validation cases than this cannot tell: keep LiteMedSAM
+    min_cases: int = 3  # fewer validation cases on a route than this cannot tell: keep LiteMedSAM
+    per_source: bool = False  # every validation source of a route must pass as well (any case count)
 
 
 SPECIALIST_RULE = Rule(
-    0.01, False, "validation mean DSC >= LiteMedSAM's + 0.01 and mean NSD >= LiteMedSAM's, on >= 3 cases"
+    0.01, 0.0, "validation mean DSC >= LiteMedSAM's + 0.01 and mean NSD >= LiteMedSAM's, on >= 3 cases"
 )
 STUDENT_RULE = Rule(
-    -0.01, True, "validation mean DSC >= LiteMedSAM's - 0.01 (within one point), on >= 3 cases"
+    -0.01,
+    -0.01,
+    "validation mean DSC and NSD each >= LiteMedSAM's - 0.01 (within one point), on >= 3 cases, "
+    "on the route and on every validation source of it",
+    per_source=True,
 )
 
 
@@ -69,23 +76,34 @@ class GateResult:
     spec_dsc: float
     spec_nsd: float
     rule: Rule = SPECIALIST_RULE
+    source: str = ALL  # ALL: the route (or group) pooled; else one validation source of the route
 
     @property
     def accepted(self) -> bool:
-        if self.cases < self.rule.min_cases:
+        """This row's means pass the rule (a route row also needs min_cases; a source row may be
+        small, it is judged on what it has)."""
+        if self.source == ALL and self.cases < self.rule.min_cases:
             return False
         return passes_gate(self.base_dsc, self.base_nsd, self.spec_dsc, self.spec_nsd, self.rule)
 
     @property
     def label(self) -> str:
-        return (
-            f"{self.group}: {ALL}" if self.modality == ALL else f"{self.group}: {self.modality} {self.dims}D"
-        )
+        if self.modality == ALL:
+            return f"{self.group}: {ALL}"
+        route = f"{self.group}: {self.modality} {self.dims}D"
+        return route if self.source == ALL else f"{route} / {self.source}"
 
 
 def decisions(results: list[GateResult], group: str) -> list[GateResult]:
-    """The accepted routes of ``group`` (summary rows never decide)."""
-    return [r for r in results if r.group == group and r.modality != ALL and r.accepted]
+    """The accepted routes of ``group``: the route row passes and, under a per-source rule, so
+    does every source row of it (summary rows never decide)."""
+    routes = [r for r in results if r.group == group and r.modality != ALL and r.source == ALL]
+
+    def sources_pass(route: GateResult) -> bool:
+        rows = [r for r in results if r.group == group and r.modality == route.modality and r.source != ALL]
+        return not route.rule.per_source or all(r.accepted for r in rows)
+
+    return [r for r in routes if r.accepted and sources_pass(r)]
 
 
 def passes_gate(
@@ -95,12 +113,22 @@ def passes_gate(
     values = (base_dsc, base_nsd, spec_dsc, spec_nsd)
     if any(math.isnan(v) for v in values):
         return False
-    return spec_dsc - base_dsc >= rule.min_dsc_gain - 1e-9 and (rule.nsd_may_drop or spec_nsd >= base_nsd)
+    return spec_dsc - base_dsc >= rule.min_dsc_gain - 1e-9 and spec_nsd - base_nsd >= rule.min_nsd_gain - 1e-9
 
 
 def verdict(accepted: bool) -> str:
     """The one wording of a gate's decision on a route, in logs, tables and pictures."""
     return "shipped" if accepted else "keeps LiteMedSAM"
+
+
+def row_verdict(results: list[GateResult], r: GateResult) -> str:
+    """What a row of ``results`` says: a route's decision, a source's pass or fail, or nothing
+    (a group's summary)."""
+    if r.modality == ALL:
+        return "(group mean)"
+    if r.source != ALL:
+        return "within the rule" if r.accepted else "fails the rule"
+    return verdict(r in decisions(results, r.group))
 
 
 def candidate_card(group: str, decoder: Path, training: dict[str, Any]) -> dict[str, Any]:
@@ -181,9 +209,9 @@ def run_gate(
 def route_results(
     rows: list[dict[str, object]], val_names: dict[str, list[str]], rule: Rule
 ) -> list[GateResult]:
-    """Per group: one row per modality with validation cases (the decisions: a specialist
-    serves only the routes where it passes, so one modality of a group cannot pay for another),
-    then the group's summary row."""
+    """Per group: one row per modality with validation cases (the decisions: a model serves only
+    the routes where it passes, so one modality of a group cannot pay for another), under a
+    per-source rule followed by one row per validation source of it, then the group's summary row."""
     results = []
     for group in sorted(val_names):
         dims, names = GROUPS[group].dims, set(val_names[group])
@@ -193,18 +221,26 @@ def route_results(
                 by_mod.setdefault(str(r["modality"]), []).append(str(r["case"]))
         for mod, cases in sorted(by_mod.items()):
             results.append(GateResult(group, dims, mod, len(cases), *group_means(rows, cases), rule))
+            if not rule.per_source:
+                continue
+            by_source: dict[str, list[str]] = {}
+            for case in cases:
+                by_source.setdefault(source_tag(case), []).append(case)
+            for source, picked in sorted(by_source.items()):
+                means = group_means(rows, picked)
+                results.append(GateResult(group, dims, mod, len(picked), *means, rule, source))
         results.append(GateResult(group, dims, ALL, len(names), *group_means(rows, sorted(names)), rule))
     return results
 
 
-def validation_facts(r: GateResult) -> dict[str, Any]:
+def validation_facts(results: list[GateResult], r: GateResult) -> dict[str, Any]:
     return {
         "cases": r.cases,
         "dsc": round(r.spec_dsc, 4),
         "nsd": round(r.spec_nsd, 4),
         "baseline_dsc": round(r.base_dsc, 4),
         "baseline_nsd": round(r.base_nsd, 4),
-        "accepted": r.accepted if r.modality != ALL else None,
+        "verdict": row_verdict(results, r),
     }
 
 
@@ -213,7 +249,7 @@ def group_validation(results: list[GateResult], group: str, command: str) -> dic
     return {
         "command": command,
         "rule": results[0].rule.text + ", per (dims, modality) route",
-        **{r.label.split(": ", 1)[1]: validation_facts(r) for r in results if r.group == group},
+        **{r.label.split(": ", 1)[1]: validation_facts(results, r) for r in results if r.group == group},
     }
 
 
@@ -244,17 +280,15 @@ def write_report(
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        decided = "(group mean)" if r.modality == ALL else verdict(r.accepted)
+        decided = row_verdict(results, r)
         lines.append(
             f"| {r.label} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
             f"{r.spec_dsc - r.base_dsc:+.4f} | {r.base_nsd:.4f} | {r.spec_nsd:.4f} | {decided} |"
         )
     lines += ["", "![validation DSC and NSD per group](gate.png)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
-    (out / "gate.json").write_text(
-        json.dumps([{**asdict(r), "rule": r.rule.text, "accepted": r.accepted} for r in results], indent=2)
-        + "\n"
-    )
+    facts = [{**asdict(r), "rule": r.rule.text, "verdict": row_verdict(results, r)} for r in results]
+    (out / "gate.json").write_text(json.dumps(facts, indent=2) + "\n")
     plot_gate(results, out / "gate.png", what)
 
 
@@ -264,15 +298,18 @@ def plot_gate(results: list[GateResult], path: Path, what: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [r for r in results if r.modality != ALL]  # the decisions
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(results)), 7))
-    x = np.arange(len(results))
+    shown = [r for r in results if r.modality != ALL]  # routes and their sources
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(shown)), 7))
+    x = np.arange(len(shown))
     for ax, metric in zip(axes, ("dsc", "nsd"), strict=True):
-        base = [getattr(r, f"base_{metric}") for r in results]
-        spec = [getattr(r, f"spec_{metric}") for r in results]
+        base = [getattr(r, f"base_{metric}") for r in shown]
+        spec = [getattr(r, f"spec_{metric}") for r in shown]
         ax.bar(x - 0.2, base, 0.4, label="LiteMedSAM")
         ax.bar(x + 0.2, spec, 0.4, label=what)
-        ticks = [f"{r.modality} {r.dims}D\n{r.group}\n{verdict(r.accepted)}" for r in results]
+        ticks = [
+            f"{r.modality} {r.dims}D\n{r.group if r.source == ALL else r.source}\n{row_verdict(results, r)}"
+            for r in shown
+        ]
         ax.set_xticks(x, ticks, fontsize=7)
         ax.set(ylim=(0, 1), ylabel=f"validation mean {metric.upper()}")
         ax.legend(fontsize=8)

@@ -12,12 +12,11 @@ from app.routing import modality
 from modeling.checkpoint import sha256_file
 from modeling.registry import BASE_KEY, model_specs
 from train.gate import (
-    ALL,
     STUDENT_RULE,
     decisions,
     group_validation,
+    row_verdict,
     run_gate,
-    verdict,
     write_candidate,
     write_report,
 )
@@ -66,9 +65,10 @@ def gate_student(
     target = args.weights / key
     shutil.rmtree(target, ignore_errors=True)
     for r in results:
-        decided = "(group mean)" if r.modality == ALL else verdict(r.accepted)
         print(
-            f"distill gate: {r.label}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}: {decided}", file=sys.stderr
+            f"distill gate: {r.label}: DSC {r.base_dsc:.4f} -> {r.spec_dsc:.4f}, "
+            f"NSD {r.base_nsd:.4f} -> {r.spec_nsd:.4f}: {row_verdict(results, r)}",
+            file=sys.stderr,
         )
     if not accepted:
         print("distill gate: no route passed; no student ships", file=sys.stderr)
