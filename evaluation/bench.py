@@ -59,12 +59,17 @@ def run_case(case: Path, system: str, work: Path, env: dict[str, str]) -> tuple[
     return run.seconds, run.peak_rss_mb, run.ok
 
 
-def sample_cases(data: Path, per_group: int) -> list[Path]:
-    """The first ``per_group`` cases (sorted names) of every modality x dims group."""
+def sample_cases(data: Path, per_group: int, only: list[str] | None = None) -> list[Path]:
+    """The first ``per_group`` cases (sorted names) of every modality x dims group (of the groups
+    named in ``only``, e.g. ``["CT 3D"]``, when given)."""
     groups: dict[str, list[Path]] = {}
     for path in sorted(data.glob("*.npz")):
         groups.setdefault(group_of(path.name), []).append(path)
-    return [p for paths in groups.values() for p in paths[:per_group]]
+    return [p for g, paths in groups.items() if not only or g in only for p in paths[:per_group]]
+
+
+def groups_flag(groups: list[str] | None) -> str:
+    return " --groups " + " ".join(f'"{g}"' for g in groups) if groups else ""
 
 
 def group_of(name: str) -> str:
@@ -241,8 +246,10 @@ def header_section(
         f"Date {time.strftime('%Y-%m-%d %H:%M')}. Machine: {describe()}. OpenVINO "
         f"{manifest['versions']['openvino']}, torch {manifest['versions']['torch']}.",
         f"Command: `make bench` (`python -m evaluation.bench --data {args.data} --per-group {args.per_group}"
-        f"{' --large-baseline' if args.large_baseline else ''}`). Data: the first {args.per_group} cases "
-        f"(sorted names) of every modality x dims group of `{args.data}`.",
+        f"{' --large-baseline' if args.large_baseline else ''}{groups_flag(args.groups)}"
+        f"{' --no-large' if args.no_large else ''}`). Data: the first {args.per_group} cases "
+        f"(sorted names) of {'the named' if args.groups else 'every'} modality x dims group of "
+        f"`{args.data}`.",
         "",
         "Each case runs alone as a fresh process per system (start, imports, model load/compile,",
         "inference, save), app and baseline alternating; wall seconds and the process's peak RSS.",
@@ -310,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--per-group", type=int, default=3, help="cases per modality x dims group")
     parser.add_argument(
+        "--groups", nargs="+", default=None, metavar="GROUP", help='only these groups, e.g. "CT 3D" "PET 3D"'
+    )
+    parser.add_argument("--no-large", action="store_true", help="skip the large 3D timing case")
+    parser.add_argument(
         "--large-baseline", action="store_true", help="also time the baseline on the large 3D cases (slow)"
     )
     parser.add_argument("--out", type=Path, default=Path("reports/bench/REPORT.md"))
@@ -335,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         # in-process encoder measurements (torch, OpenVINO) come last.
         floor_mb = harness_rss_mb()
         startup = startup_costs(env, work)
-        runs = bench(sample_cases(args.data, args.per_group), env, work, args.runs)
-        large = large_cases(args.smoke, work / "large")
-        if not large:
+        runs = bench(sample_cases(args.data, args.per_group, args.groups), env, work, args.runs)
+        large = [] if args.no_large else large_cases(args.smoke, work / "large")
+        if not large and not args.no_large:
             print(f"bench: no smoke CT under {args.smoke}: large 3D case skipped", file=sys.stderr)
         systems = SYSTEMS if args.large_baseline else ("app",)
         large_runs = bench(large, env, work, args.runs, systems, label="large 3D")
@@ -353,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         "![per-case speed-up by group](ratios.png)",
         "",
         *startup_section(startup),
-        *large_section(large_runs, args.large_baseline, args.smoke),
+        *(
+            ["## Large 3D timing case", "", "Not run (`--no-large`).", ""]
+            if args.no_large
+            else large_section(large_runs, args.large_baseline, args.smoke)
+        ),
         *encoder_section(gflops, measured_peak=peak, seconds=enc),
     ]
     write_report(args.out, lines)

@@ -41,6 +41,12 @@ def test_bench_times_both_systems_per_process(tmp_path, models_dir) -> None:
     assert bench.read_runs(runs_csv) == runs
 
 
+def test_bench_samples_only_the_named_groups(tmp_path) -> None:
+    data = tiny_corpus(tmp_path / "data")
+    assert [p.name for p in bench.sample_cases(data, 3, ["CT 3D"])] == ["3DBox_CT_tiny.npz"]
+    assert len(bench.sample_cases(data, 3)) == 2
+
+
 def test_split_keeps_patients_and_blocks_together() -> None:
     names = [f"3DBox_{m}_IBSISTS_STS_{i:03d}.npz" for m in ("CT", "PET") for i in range(40)]
     names += [f"2DBox_Microscopy_ISBI2012EM_slice{i:02d}.npz" for i in range(30)]
