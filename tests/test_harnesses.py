@@ -105,8 +105,14 @@ def test_app_outputs_are_kept_apart_per_model_set(tmp_path, models_dir) -> None:
 
 
 def test_bench_report_sections_render_their_figures() -> None:
-    enc = bench.encoder_section(75.0, measured_peak=250.0, seconds={"OpenVINO fp32": 0.6})
-    assert "300 ms per slice is the floor" in enc[2] and enc[-1] == "| OpenVINO fp32 | 0.600 | 2.0x |"
+    enc = bench.encoder_section(
+        {"teacher": 75.0, "student": 20.0}, measured_peak=250.0, seconds={"teacher": 0.6, "student": 0.16}
+    )
+    assert enc[-2:] == ["| teacher | 75.00 | 300 | 0.600 | 2.0x |", "| student | 20.00 | 80 | 0.160 | 2.0x |"]
+    manifest = {"models": {"b": {"encoder_gflops": 75.0, "files": {"encoder.xml": "x"}},
+                           "spec": {"encoder_gflops": 75.0, "files": {"decoder.xml": "y"}},
+                           "a": {"encoder_gflops": 20.0, "files": {"encoder.xml": "z"}}}}  # fmt: skip
+    assert bench.own_encoders(manifest) == {"a": 20.0, "b": 75.0}
     start = bench.startup_section({"app": 0.41, "baseline": 2.5})
     assert (
         "| app (warm cache) | 0.41 s |" in start
