@@ -24,6 +24,7 @@ from train.gate import (
     route_results,
     row_verdict,
     write_candidate,
+    write_report,
 )
 from train.provenance import SOURCE_TERMS, UNKNOWN_TERMS, source_tag, sources_of
 
@@ -190,6 +191,16 @@ def test_student_rule_holds_on_every_source_of_a_route() -> None:
     assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") != []
     rows[3] = {**rows[3], "spec_nsd": 0.78}  # NSD two points down on source B
     assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") == []
+
+
+def test_student_gate_report_marks_the_sources_it_never_trained_on(tmp_path: Path) -> None:
+    names = ["3DBox_CT_A_1.npz", "3DBox_CT_A_2.npz", "3DBox_CT_A_3.npz", "3DBox_CT_B_1.npz"]
+    rows = [student_row(n, 0.80, 0.80) for n in names]
+    write_report(route_results(rows, {"ct_3d": names}, STUDENT_RULE), rows, tmp_path, "cmd", "student", {"A"})
+    table = (tmp_path / "README.md").read_text()
+    assert "| ct_3d: CT 3D / B (*unseen*) | 1 |" in table and "| ct_3d: CT 3D / A | 3 |" in table
+    assert "| ct_3d: CT 3D | 4 | 0.8000 | 0.8000 | +0.0000 | 0.8000 | 0.8000 | shipped |" in table
+    assert json.loads((tmp_path / "gate.json").read_text())[2]["verdict"] == "within the rule"
 
 
 def test_provenance_names_sources_and_terms() -> None:

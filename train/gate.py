@@ -264,7 +264,11 @@ def write_report(
     out: Path,
     command: str,
     what: str = "specialist",
+    trained_on: set[str] | None = None,
 ) -> None:
+    """``out/README.md`` (one table row per result; with ``trained_on``, the sources the candidate
+    trained on, every other source row is marked *unseen*), ``gate_cases.csv``, ``gate.json``,
+    ``gate.png``."""
     out.mkdir(parents=True, exist_ok=True)
     write_cases_csv(out / "gate_cases.csv", rows)
     lines = [
@@ -273,7 +277,8 @@ def write_report(
         f"Command: `{command}`. Validation cases: the `val` rows of `splits/public.csv` per group "
         "(split by source image / patient). Both columns are the app (OpenVINO) with the challenge "
         f"metrics; LiteMedSAM = the general model, {what} = the candidate. Rule: {results[0].rule.text}, "
-        "decided per route (dims, modality): a group's model serves only the routes that pass.",
+        "decided per route (dims, modality): a group's model serves only the routes that pass."
+        + (" *Unseen*: a source the candidate never trained on." if trained_on is not None else ""),
         "",
         f"| group: route | val cases | LiteMedSAM DSC | {what} DSC | gain | LiteMedSAM NSD | {what} NSD | "
         "shipped |",
@@ -281,8 +286,10 @@ def write_report(
     ]
     for r in results:
         decided = row_verdict(results, r)
+        unseen = trained_on is not None and r.source != ALL and r.source not in trained_on
+        label = f"{r.label} (*unseen*)" if unseen else r.label
         lines.append(
-            f"| {r.label} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
+            f"| {label} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
             f"{r.spec_dsc - r.base_dsc:+.4f} | {r.base_nsd:.4f} | {r.spec_nsd:.4f} | {decided} |"
         )
     lines += ["", "![validation DSC and NSD per group](gate.png)", ""]

@@ -60,7 +60,7 @@ def gate_student(
     write_candidate(args.gate_dir / "weights" / key, card, weights)
     command = f"make distill (python -m train.distill --student {args.student} --gate)"
     results, rows = run_gate(val_names, data, args.gate_dir, STUDENT_RULE)
-    write_report(results, rows, args.report / "gate", command, what="student")
+    write_report(results, rows, args.report / "gate", command, "student", set(training["sources"]))
     accepted = [r for g in val_names for r in decisions(results, g)]
     target = args.weights / key
     shutil.rmtree(target, ignore_errors=True)
