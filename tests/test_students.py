@@ -275,3 +275,16 @@ def test_the_proxy_scores_at_most_a_few_objects_per_slice() -> None:
     rows = capped_objects(labels, 4)
     assert rows.tolist() == [[0, 1], [0, 2], [0, 3], [0, 4], [2, 4], [2, 9]]
     assert capped_objects(np.zeros((2, 4, 4), np.uint16), 4).shape == (0, 2)
+
+
+def test_a_student_shipped_earlier_does_not_keep_its_own_routes_from_the_next_gate(tmp_path: Path) -> None:
+    import json
+
+    from train.distill.gate import routes_taken
+
+    for key, routes in (("us_2d", [(2, "US")]), ("student_tinyvit_r128d", [(2, "Dermoscopy"), (3, "CT")])):
+        (tmp_path / key).mkdir()
+        card = {"key": key, "routes": [{"dims": d, "modality": m} for d, m in routes]}
+        (tmp_path / key / "card.json").write_text(json.dumps(card))
+    assert routes_taken(tmp_path, "student_tinyvit_r128d") == {(2, "US")}
+    assert routes_taken(tmp_path, "student_other") == {(2, "US"), (2, "Dermoscopy"), (3, "CT")}

@@ -4,13 +4,14 @@ specialist serves, ship it (``weights/student_<name>/``) for the routes that pas
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
 from app.routing import modality
 from modeling.checkpoint import sha256_file
-from modeling.registry import BASE_KEY, model_specs
+from modeling.registry import BASE_KEY, CARD_NAME
 from train.gate import (
     STUDENT_RULE,
     decisions,
@@ -25,12 +26,23 @@ from train.groups import GROUPS, group_of
 ENCODER_FILE = "encoder_fp16.pt"
 
 
+def routes_taken(weights: Path, student_key: str) -> set[tuple[int, str]]:
+    """(dims, modality) routes served by the trained models in ``weights`` other than the student
+    itself (a student shipped by an earlier gate must not keep its own routes from this one)."""
+    taken: set[tuple[int, str]] = set()
+    for card_path in sorted(weights.glob(f"*/{CARD_NAME}")):
+        if card_path.parent.name != student_key:
+            card = json.loads(card_path.read_text())
+            taken |= {(int(r["dims"]), str(r["modality"])) for r in card.get("routes", [])}
+    return taken
+
+
 def gate_student(
     key: str, weights: Path, val_cases: list[Path], data: Path, args: argparse.Namespace, training: dict
 ) -> None:
     """Export the student, run the gate on every route (dims, modality) no specialist serves,
     ship it for the routes that pass."""
-    taken = {route for spec in model_specs(args.weights).values() for route in spec.routes}
+    taken = routes_taken(args.weights, key)
     chosen = [g for g in GROUPS if not args.gate_groups or g in args.gate_groups]
     free = [
         (g, (GROUPS[g].dims, m))
