@@ -34,7 +34,7 @@ class DistillConfig:
     # TinyViT at 128 with the detail head, from the teacher's weights (issue 18); the random-init
     # students (repvit_m06: stop 19, lr 2e-3) need far more compute than 2 cores have.
     student: str = "tinyvit_r128d"
-    steps: int = 600
+    steps: int = 800
     batch: int = 8
     lr: float = 1e-4  # a start from trained weights: 20x below the random-init rate
     # Teacher-at-size students: the patch embedding and the first stages stay the teacher's
