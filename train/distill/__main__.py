@@ -12,10 +12,12 @@
    or, in a new sitting, from its git carry ``checkpoints/distill/<student>.pt`` (``train/distill/loop.py``).
    Logged every ``val_every`` steps: validation embedding MSE and the end-to-end proxy Dice
    (LiteMedSAM's unchanged prompt encoder + mask decoder on the student's embeddings, tight
-   boxes, model frame) next to the same Dice on the teacher's embeddings (the ceiling).
+   boxes, model frame) next to the same Dice on the teacher's embeddings (the reference, not a
+   ceiling: the student may pass it).
 3. ``--gate``: export the student (same export stage, parity gates) and run the app with it on
-   the validation cases of every group that has no specialist; a group gets the student when
-   its validation DSC is within one point of LiteMedSAM's (STUDENT_RULE). Accepted groups ->
+   the validation cases of every group that has no specialist; a route gets the student when
+   its validation DSC and NSD are within one point of LiteMedSAM's on the route and on every
+   validation source of it (STUDENT_RULE). Accepted groups ->
    ``weights/student_<name>/`` (routes for those groups only); none -> nothing ships.
 
 Outputs: ``reports/students/distill_log.csv``, ``distill.png``, ``gate/`` (with ``--gate``).
