@@ -198,16 +198,24 @@ def test_a_model_without_a_router_serves_every_box(models_dir: Path) -> None:
     assert box_router("lite_medsam", sessions) is None
     shipped = json.loads((models_dir / "manifest.json").read_text())["models"]
     for key, entry in shipped.items():
-        if key != "lite_medsam":
+        kind = entry.get("trained", {}).get("kind")
+        if kind == "decoder specialist":
             assert entry.get("router"), f"shipped specialist {key} has no router"
             assert (models_dir / entry["router"]["file"]).is_file()
+        elif kind == "student encoder":  # replaces LiteMedSAM on whole routes, gated per source
+            assert "router" not in entry and "encoder.xml" in entry["files"]
+            assert box_router(key, sessions) is None
+        else:
+            assert key == "lite_medsam", f"{key}: unknown kind {kind!r}"
 
 
 def test_shipped_cards_name_their_router_with_its_checksum() -> None:
     from modeling.checkpoint import sha256_file
     from modeling.registry import trained_specs
 
-    for key, spec in trained_specs().items():
+    specialists = {k: s for k, s in trained_specs().items() if s.card["kind"] == "decoder specialist"}
+    assert specialists
+    for key, spec in specialists.items():
         assert spec.router is not None, f"weights/{key} ships no router"
         assert sha256_file(spec.router.path) == spec.router.sha256
         facts = spec.card["router"]["facts"]
