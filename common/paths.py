@@ -16,3 +16,4 @@ SMOKE = SHARED_DATA / "smoke"  # the smoke CT the bench resamples into large vol
 SPLIT_CSV = Path("splits/public.csv")  # train / val by source (make split)
 MODELS = Path("models")  # make export writes here
 BUILD = Path("build")  # caches, runs and training states; never committed
+STUDENT_REPORTS = Path("reports/students")  # candidates table; one folder per distilled student

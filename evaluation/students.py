@@ -25,7 +25,7 @@ import torch
 
 from app.sessions import compile_config
 from common.machine import describe
-from common.paths import MODELS
+from common.paths import MODELS, STUDENT_REPORTS
 from common.reports import write_csv, write_report
 from evaluation.timing import alternating_medians
 from export.to_onnx import export_encoder
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.students", description=__doc__)
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--work", type=Path, default=Path("build/students"))
-    parser.add_argument("--out", type=Path, default=Path("reports/students"))
+    parser.add_argument("--out", type=Path, default=STUDENT_REPORTS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)

@@ -277,14 +277,53 @@ def test_the_proxy_scores_at_most_a_few_objects_per_slice() -> None:
     assert capped_objects(np.zeros((2, 4, 4), np.uint16), 4).shape == (0, 2)
 
 
-def test_a_student_shipped_earlier_does_not_keep_its_own_routes_from_the_next_gate(tmp_path: Path) -> None:
+def test_only_decoder_specialists_take_routes_from_a_student_gate(tmp_path: Path) -> None:
     import json
 
-    from train.distill.gate import routes_taken
+    from train.distill.gate import read_cards, routes_taken
 
-    for key, routes in (("us_2d", [(2, "US")]), ("student_tinyvit_r128d", [(2, "Dermoscopy"), (3, "CT")])):
+    cards = (
+        ("us_2d", "decoder specialist", [(2, "US")]),
+        ("student_tinyvit_r128d", "student encoder", [(2, "Dermoscopy"), (3, "CT")]),
+    )
+    for key, kind, routes in cards:
         (tmp_path / key).mkdir()
-        card = {"key": key, "routes": [{"dims": d, "modality": m} for d, m in routes]}
+        card = {"key": key, "kind": kind, "routes": [{"dims": d, "modality": m} for d, m in routes]}
         (tmp_path / key / "card.json").write_text(json.dumps(card))
-    assert routes_taken(tmp_path, "student_tinyvit_r128d") == {(2, "US")}
-    assert routes_taken(tmp_path, "student_other") == {(2, "US"), (2, "Dermoscopy"), (3, "CT")}
+    assert routes_taken(read_cards(tmp_path)) == {(2, "US")}
+
+
+def test_a_route_two_students_pass_goes_to_the_cheaper_one() -> None:
+    from train.distill.gate import arbitrate
+
+    ct, derm, endo = (3, "CT"), (2, "Dermoscopy"), (2, "Endoscopy")
+    # a cheaper student takes every route it passed; the old one keeps the rest
+    won, others = arbitrate({"student_big": (20.75, {ct, derm})}, "student_small", 14.5, {ct, endo})
+    assert won == {ct, endo}
+    assert others == {"student_big": {derm}}
+    # a dearer one gets only the routes no cheaper student serves
+    won, others = arbitrate({"student_small": (14.5, {ct})}, "student_big", 20.75, {ct, derm})
+    assert won == {derm}
+    assert others == {"student_small": {ct}}
+    # the student's own earlier card is not a rival
+    won, others = arbitrate({"student_small": (14.5, {ct})}, "student_small", 14.5, {ct, derm})
+    assert won == {ct, derm}
+    assert others == {}
+
+
+def test_a_student_left_without_routes_is_removed_and_one_with_fewer_is_rewritten(tmp_path: Path) -> None:
+    import json
+
+    from train.distill.gate import card_routes, hand_over, read_cards
+
+    for key, routes in (("student_a", [(3, "CT")]), ("student_b", [(3, "CT"), (2, "Dermoscopy")])):
+        (tmp_path / key).mkdir()
+        card = {
+            "key": key,
+            "kind": "student encoder",
+            "routes": [{"dims": d, "modality": m} for d, m in routes],
+        }
+        (tmp_path / key / "card.json").write_text(json.dumps(card))
+    hand_over(tmp_path, {"student_a": set(), "student_b": {(2, "Dermoscopy")}}, read_cards(tmp_path))
+    assert not (tmp_path / "student_a").exists()
+    assert card_routes(read_cards(tmp_path)["student_b"]) == {(2, "Dermoscopy")}

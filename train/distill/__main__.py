@@ -20,7 +20,8 @@
    validation source of it (STUDENT_RULE). Accepted groups ->
    ``weights/student_<name>/`` (routes for those groups only); none -> nothing ships.
 
-Outputs: ``reports/students/distill_log.csv``, ``distill.png``, ``gate/`` (with ``--gate``).
+Outputs, per student: ``reports/students/<student>/distill_log.csv``, ``distill.png``,
+``distill.md``, ``gate/`` (with ``--gate``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 
 from app.sessions import SessionCache, create_core
-from common.paths import MODELS, SPLIT_CSV
+from common.paths import MODELS, SPLIT_CSV, STUDENT_REPORTS
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.architectures.students import STUDENTS
 from modeling.architectures.tiny_vit import TEACHER_AT
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--cache", type=Path, default=Path("build/distill_cache"))
     parser.add_argument("--out", type=Path, default=Path("build/distill"))
-    parser.add_argument("--report", type=Path, default=Path("reports/students"))
+    parser.add_argument("--report", type=Path, default=None, help="default reports/students/<student>")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     parser.add_argument(
         "--carry",
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(d.is_dir() for d in args.data):
         parser.error(f"no data folder among {args.data}")
     cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
+    args.report = args.report or STUDENT_REPORTS / cfg.student
     teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
     data = as_one_folder(args.data)
     cases = split_paths(args.split, data)

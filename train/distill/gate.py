@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from app.routing import modality
+from modeling.architectures.sam import build_architecture, encoder_gflops
 from modeling.checkpoint import sha256_file
 from modeling.registry import BASE_KEY, CARD_NAME
 from train.gate import (
@@ -26,15 +27,62 @@ from train.groups import GROUPS, group_of
 ENCODER_FILE = "encoder_fp16.pt"
 
 
-def routes_taken(weights: Path, student_key: str) -> set[tuple[int, str]]:
-    """(dims, modality) routes served by the trained models in ``weights`` other than the student
-    itself (a student shipped by an earlier gate must not keep its own routes from this one)."""
-    taken: set[tuple[int, str]] = set()
-    for card_path in sorted(weights.glob(f"*/{CARD_NAME}")):
-        if card_path.parent.name != student_key:
-            card = json.loads(card_path.read_text())
-            taken |= {(int(r["dims"]), str(r["modality"])) for r in card.get("routes", [])}
-    return taken
+STUDENT_KIND = "student encoder"
+Route = tuple[int, str]  # (dims, modality)
+
+
+def read_cards(weights: Path) -> dict[str, dict]:
+    """Model key -> card of every trained model in ``weights``."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(weights.glob(f"*/{CARD_NAME}"))}
+
+
+def card_routes(card: dict) -> set[Route]:
+    return {(int(r["dims"]), str(r["modality"])) for r in card.get("routes", [])}
+
+
+def routes_taken(cards: dict[str, dict]) -> set[Route]:
+    """Routes served by decoder specialists. A student encoder holds no route against another
+    student: both are gated against LiteMedSAM, and a route both pass goes to the cheaper one
+    (``arbitrate``)."""
+    return {r for card in cards.values() if card.get("kind") != STUDENT_KIND for r in card_routes(card)}
+
+
+def arbitrate(
+    students: dict[str, tuple[float, set[Route]]], new_key: str, new_gflops: float, passed: set[Route]
+) -> tuple[set[Route], dict[str, set[Route]]]:
+    """Who serves the routes the new student passed. ``students``: the other shipped students,
+    key -> (encoder GFLOP per slice, routes). A route goes to the new student unless a student
+    at most as expensive already serves it. Returns (the new student's routes, every other
+    student's remaining routes)."""
+    rivals = {key: v for key, v in students.items() if key != new_key}
+    kept_by_cheaper = {r for gflops, routes in rivals.values() if gflops <= new_gflops for r in routes}
+    won = passed - kept_by_cheaper
+    others = {
+        key: (routes if gflops <= new_gflops else routes - won) for key, (gflops, routes) in rivals.items()
+    }
+    return won, others
+
+
+def student_gflops(card: dict) -> float:
+    """Encoder GFLOP per 256 slice of a student card (recorded by its gate, else counted)."""
+    if "encoder_gflops" in card:
+        return float(card["encoder_gflops"])
+    return encoder_gflops(build_architecture(card["architecture"]), 256)
+
+
+def hand_over(weights: Path, remaining: dict[str, set[Route]], cards: dict[str, dict]) -> None:
+    """Rewrite the other students' cards with their remaining routes; a student left with none
+    is removed (its carry in ``checkpoints/`` keeps the run)."""
+    for key, routes in remaining.items():
+        if routes == card_routes(cards[key]):
+            continue
+        if not routes:
+            shutil.rmtree(weights / key)
+            print(f"distill gate: {key} serves no route any more: removed from {weights}", file=sys.stderr)
+            continue
+        card = {**cards[key], "routes": [{"dims": d, "modality": m} for d, m in sorted(routes)]}
+        (weights / key / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        print(f"distill gate: {key} keeps {sorted(routes)}", file=sys.stderr)
 
 
 def gate_student(
@@ -42,7 +90,9 @@ def gate_student(
 ) -> None:
     """Export the student, run the gate on every route (dims, modality) no specialist serves,
     ship it for the routes that pass."""
-    taken = routes_taken(args.weights, key)
+    cards = {k: c for k, c in read_cards(args.weights).items() if k != key}
+    taken = routes_taken(cards)
+    gflops = encoder_gflops(build_architecture(f"student_{args.student}"), 256)
     chosen = [g for g in GROUPS if not args.gate_groups or g in args.gate_groups]
     free = [
         (g, (GROUPS[g].dims, m))
@@ -61,7 +111,8 @@ def gate_student(
     val_names = {g: names for g, names in val_names.items() if names}
     routes = [{"dims": dims, "modality": m} for g, (dims, m) in free if g in val_names]
     card = {
-        "key": key, "kind": "student encoder", "architecture": f"student_{args.student}", "base": BASE_KEY,
+        "key": key, "kind": STUDENT_KIND, "architecture": f"student_{args.student}", "base": BASE_KEY,
+        "encoder_gflops": round(gflops, 2),
         "overlays": {"image_encoder": {"file": ENCODER_FILE, "sha256": sha256_file(weights)}},
         "routes": routes,
         "licence": "Apache-2.0; distilled from LiteMedSAM's encoder (Apache-2.0) on the research-licence "
@@ -85,6 +136,14 @@ def gate_student(
     if not accepted:
         print("distill gate: no route passed; no student ships", file=sys.stderr)
         return
-    card["routes"] = [{"dims": r.dims, "modality": r.modality} for r in accepted]
+    students = {
+        k: (student_gflops(c), card_routes(c)) for k, c in cards.items() if c.get("kind") == STUDENT_KIND
+    }
+    won, remaining = arbitrate(students, key, gflops, {(r.dims, r.modality) for r in accepted})
+    hand_over(args.weights, remaining, cards)
+    if not won:
+        print("distill gate: a cheaper student serves every route it passed; not shipped", file=sys.stderr)
+        return
+    card["routes"] = [{"dims": d, "modality": m} for d, m in sorted(won)]
     card["validation"] = {g: group_validation(results, g, command) for g in val_names}
     write_candidate(target, card, weights)

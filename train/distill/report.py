@@ -1,4 +1,4 @@
-"""The distillation's report: learning-curve CSV, picture and ``reports/students/distill.md``."""
+"""The distillation's report: learning-curve CSV, picture and ``reports/students/<student>/distill.md``."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def write_summary(
     sizes: dict[str, int],
     path: Path,
 ) -> None:
-    """``reports/students/distill.md``: what was trained on what, and the learning curve."""
+    """``reports/students/<student>/distill.md``: what was trained on what, and the learning curve."""
     val = [r for r in log if "val_dice" in r]
     lines = [
         f"# Distillation: student `{cfg.student}` from TinyViT (LiteMedSAM)",
