@@ -346,11 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs",
         type=Path,
-        default=Path("reports/bench/runs.csv"),
+        default=None,
         help="every timed run, appended as it completes; a rerun skips the cases recorded there "
-        "(delete it for a fresh benchmark)",
+        "(delete it for a fresh benchmark); default: runs.csv next to --out, so that two reports "
+        "never share (and skip) each other's runs",
     )
     args = parser.parse_args(argv)
+    args.runs = args.runs or args.out.parent / "runs.csv"
     from app.sessions import MANIFEST_NAME  # openvino: imported only once the run starts
 
     manifest = json.loads((args.models / MANIFEST_NAME).read_text())
