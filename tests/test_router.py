@@ -292,3 +292,30 @@ def test_gating_some_groups_keeps_the_other_groups_rows_in_the_report(tmp_path: 
     assert "the cases of us_2d are kept from the earlier gate run" in text
     assert "| us_2d: US 2D | yes |" in text and "| fundus_2d: Fundus 2D | no |" in text
     assert with_earlier_rows(again, tmp_path / "missing.csv") == again
+
+
+def test_a_route_a_student_serves_goes_to_the_larger_validation_gain() -> None:
+    from train.source_gate import contest_students
+
+    def student(gain: float) -> dict:
+        facts = {"baseline_dsc": 0.2, "dsc": 0.2 + gain, "cases": 3}
+        routes = [{"dims": 2, "modality": "Fundus"}, {"dims": 3, "modality": "CT"}]
+        return {
+            "kind": "student encoder",
+            "routes": routes,
+            "validation": {"fundus_2d": {"Fundus 2D": facts}},
+        }
+
+    rows = [row("DRIVE", True, 0.2, 0.5) for _ in range(3)]  # the specialist gains 30 points
+    verdicts = route_verdicts(rows)
+    assert verdicts[0].accepted
+    lost, left = contest_students(verdicts, rows, {"student_a": student(0.40)})
+    assert not lost[0].accepted and "student_a" in lost[0].reason
+    assert left == {"student_a": {(2, "Fundus"), (3, "CT")}}
+    won, left = contest_students(
+        verdicts, rows, {"student_a": student(0.10), "lm": {"kind": "decoder specialist"}}
+    )
+    assert won[0].accepted and "takes the route from student_a" in won[0].reason
+    assert left == {"student_a": {(3, "CT")}}
+    tie, _ = contest_students(verdicts, rows, {"student_a": student(0.30)})
+    assert not tie[0].accepted  # a tie stays with the faster student

@@ -33,6 +33,7 @@ from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.checkpoint import sha256_file
 from modeling.registry import BASE_KEY, WEIGHTS_DIR, get_spec, load_model
 from train.data import load_pool
+from train.distill.gate import hand_over, read_cards
 from train.gate import DECODER_FILE, candidate_card, verdict, write_candidate
 from train.groups import GROUPS, group_of
 from train.loop import TrainConfig, plot_log, train_decoder, write_log
@@ -41,6 +42,7 @@ from train.router_fit import RouterConfig, case_box_features, fit_reference
 from train.samples import build_cache, split_paths
 from train.source_gate import (
     ROUTER_FILE,
+    contest_students,
     drop_retired,
     load_references,
     route_verdicts,
@@ -185,13 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     acceptance_of = router_acceptance(load_references(args.gate_dir / "weights"), features)
     rows = run_source_gate(val_names, train_sources, data, args.gate_dir, acceptance_of)
-    verdicts = route_verdicts(rows)
+    cards = read_cards(args.weights)
+    verdicts, students = contest_students(route_verdicts(rows), rows, cards)
     settle_routes(verdicts, rows, args.gate_dir / "weights", args.weights, command)
+    hand_over(args.weights, students, cards)
     report = args.report.parent / "specialists"
     rows = with_earlier_rows(rows, report / "gate_cases.csv")
     for key in drop_retired(args.weights):
         print(f"gate: removed {args.weights / key}: no such group in train/groups.py", file=sys.stderr)
-    write_source_report(rows, route_verdicts(rows), report, command, gated=sorted(val_names))
+    everything, _ = contest_students(route_verdicts(rows), rows, cards)
+    write_source_report(rows, everything, report, command, gated=sorted(val_names))
     for v in verdicts:
         print(f"gate: {v.group}: {v.modality} {v.dims}D: {verdict(v.accepted)} ({v.reason})", file=sys.stderr)
     print("gate: now `make export` ships the accepted specialists, their routers and routes", file=sys.stderr)

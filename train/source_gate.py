@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from evaluation.runner import (
     without_routers,
 )
 from modeling.registry import CARD_NAME
+from train.distill.gate import STUDENT_KIND, card_routes
 from train.gate import DECODER_FILE, export_candidates, write_candidate, write_cases_csv
 from train.groups import GROUPS, group_of
 
@@ -225,6 +226,57 @@ def router_acceptance(references: dict[str, Reference], features_of: Callable[[s
 
 def load_references(weights: Path) -> dict[str, Reference]:
     return {p.parent.name: load_reference(p) for p in sorted(weights.glob(f"*/{ROUTER_FILE}"))}
+
+
+def route_gain(rows: list[dict[str, Any]], group: str, dims: int, mod: str) -> float:
+    """The product's DSC gain over LiteMedSAM on every validation case of one route."""
+    sub = [r for r in rows if (r["group"], int(r["dims_n"]), r["modality"]) == (group, dims, mod)]
+    m = system_means(sub)
+    return m["routed_dsc"] - m["base_dsc"]
+
+
+def student_gains(cards: dict[str, dict]) -> dict[tuple[int, str], tuple[str, float]]:
+    """(dims, modality) -> (student key, its validation DSC gain over LiteMedSAM) for every route
+    a shipped student encoder serves (its gate's route-wide means, on the same validation cases)."""
+    out = {}
+    for key, card in cards.items():
+        if card.get("kind") != STUDENT_KIND:
+            continue
+        groups = card.get("validation", {}).values()
+        facts = {label: f for v in groups for label, f in v.items() if isinstance(f, dict)}
+        for dims, mod in card_routes(card):
+            f = facts.get(f"{mod} {dims}D", {})
+            gain = float(f["dsc"]) - float(f["baseline_dsc"]) if f else float("inf")
+            out[(dims, mod)] = (key, gain)
+    return out
+
+
+def contest_students(
+    verdicts: list[RouteVerdict], rows: list[dict[str, Any]], cards: dict[str, dict]
+) -> tuple[list[RouteVerdict], dict[str, set[tuple[int, str]]]]:
+    """A route a decoder specialist passed that a student encoder already serves goes to the one
+    with the larger validation DSC gain over LiteMedSAM (the same cases; a tie stays with the
+    faster student). Returns the verdicts (the routes lost to a student turned down) and each
+    student's remaining routes."""
+    held = student_gains(cards)
+    remaining = {k: card_routes(c) for k, c in cards.items() if c.get("kind") == STUDENT_KIND}
+    out = []
+    for v in verdicts:
+        route = (v.dims, v.modality)
+        if not v.accepted or route not in held:
+            out.append(v)
+            continue
+        student, theirs = held[route]
+        ours = route_gain(rows, v.group, v.dims, v.modality)
+        if ours > theirs:
+            remaining[student] = remaining[student] - {route}
+            out.append(replace(v, reason=f"{v.reason}; takes the route from {student} (DSC gain "
+                                         f"{ours * 100:+.1f} vs {theirs * 100:+.1f} points)"))  # fmt: skip
+        else:
+            out.append(replace(v, accepted=False, reason=f"{v.reason}, but {student} serves the route with "
+                                                         f"a DSC gain of {theirs * 100:+.1f} points "
+                                                         f"(this: {ours * 100:+.1f})"))  # fmt: skip
+    return out, remaining
 
 
 def settle_routes(
