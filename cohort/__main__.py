@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-from app.__main__ import DEFAULT_MODELS_DIR
+from app.cli import DEFAULT_MODELS_DIR
 from app.npz_io import remove_stale_temps
 from app.sessions import read_manifest
 from app.shards import Record

@@ -1,7 +1,7 @@
 """Every path the offline stages share, in one place (nnU-Net's ``paths.py`` idea).
 
 All are relative to the project root, where every make target runs. The runtime (``app/``)
-has its own default models folder (``app.__main__.DEFAULT_MODELS_DIR``, next to the package) and
+has its own default models folder (``app.cli.DEFAULT_MODELS_DIR``, next to the package) and
 imports nothing from here.
 """
 
