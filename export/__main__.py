@@ -63,8 +63,11 @@ def run_openvino(
     enc = core.compile_model(str(graphs["encoder"]), "CPU", compile_config())
     dec = core.compile_model(str(graphs["decoder"]), "CPU", compile_config())
     emb = np.asarray(enc({"image": images})[0]).copy()
-    logits = np.asarray(dec({"image_embeddings": emb, "boxes": boxes})[0]).copy()
-    return emb, logits
+    logits = [  # the decoder IR takes one box per call (batch 1), as the app calls it
+        np.asarray(dec({"image_embeddings": emb[i : i + 1], "boxes": boxes[i : i + 1]})[0]).copy()
+        for i in range(len(boxes))
+    ]
+    return emb, np.concatenate(logits)
 
 
 def rt_info(key: str, spec: ModelSpec) -> dict[str, str]:
@@ -113,7 +116,7 @@ def export_one(
     log(f"{key}: torch->onnx parity ok; converting to OpenVINO IR")
     for graph in GRAPHS:
         if graphs[graph].parent == ir_dir:
-            convert_to_ir(onnx_dir / f"{graph}.onnx", graphs[graph], rt_info(key, spec))
+            convert_to_ir(onnx_dir / f"{graph}.onnx", graphs[graph], rt_info(key, spec), graph == "decoder")
         else:
             (ir_dir / f"{graph}.xml").unlink(missing_ok=True)
             (ir_dir / f"{graph}.bin").unlink(missing_ok=True)
