@@ -319,3 +319,18 @@ def test_a_route_a_student_serves_goes_to_the_larger_validation_gain() -> None:
     assert left == {"student_a": {(3, "CT")}}
     tie, _ = contest_students(verdicts, rows, {"student_a": student(0.30)})
     assert not tie[0].accepted  # a tie stays with the faster student
+
+
+def test_the_readme_table_shows_the_students_figures_where_a_student_serves_the_route() -> None:
+    from train.source_gate import shipped_table
+
+    rows = [row("DRIVE", True, 0.5, 0.505) for _ in range(3)]  # the specialist fails its gate
+    facts = {"Fundus 2D / DRIVE": {"dsc": 0.61, "nsd": 0.62, "baseline_dsc": 0.5, "baseline_nsd": 0.5}}
+    card = {
+        "kind": "student encoder",
+        "routes": [{"dims": 2, "modality": "Fundus"}],
+        "validation": {"g": facts},
+    }
+    line = shipped_table(rows, {"student_a": card})[2]
+    assert "no: student_a serves it" in line and "| 0.610 |" in line and line.endswith("| 0.620 |")
+    assert shipped_table(rows)[2].endswith("| 0.500 |")  # no student: the product is LiteMedSAM

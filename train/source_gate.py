@@ -38,8 +38,8 @@ from evaluation.runner import (
     run_missing,
     without_routers,
 )
-from modeling.registry import CARD_NAME
-from train.distill.gate import STUDENT_KIND, card_routes
+from modeling.registry import CARD_NAME, WEIGHTS_DIR
+from train.distill.gate import STUDENT_KIND, card_routes, read_cards
 from train.gate import DECODER_FILE, export_candidates, write_candidate, write_cases_csv
 from train.groups import GROUPS, group_of
 
@@ -235,6 +235,12 @@ def route_gain(rows: list[dict[str, Any]], group: str, dims: int, mod: str) -> f
     return m["routed_dsc"] - m["base_dsc"]
 
 
+def gate_facts(card: dict) -> dict[str, dict]:
+    """A student card's gate figures by label ("CT 3D", "CT 3D / IBSISTS", ...)."""
+    groups = card.get("validation", {}).values()
+    return {label: f for v in groups for label, f in v.items() if isinstance(f, dict)}
+
+
 def student_gains(cards: dict[str, dict]) -> dict[tuple[int, str], tuple[str, float]]:
     """(dims, modality) -> (student key, its validation DSC gain over LiteMedSAM) for every route
     a shipped student encoder serves (its gate's route-wide means, on the same validation cases)."""
@@ -242,8 +248,7 @@ def student_gains(cards: dict[str, dict]) -> dict[tuple[int, str], tuple[str, fl
     for key, card in cards.items():
         if card.get("kind") != STUDENT_KIND:
             continue
-        groups = card.get("validation", {}).values()
-        facts = {label: f for v in groups for label, f in v.items() if isinstance(f, dict)}
+        facts = gate_facts(card)
         for dims, mod in card_routes(card):
             f = facts.get(f"{mod} {dims}D", {})
             gain = float(f["dsc"]) - float(f["baseline_dsc"]) if f else float("inf")
@@ -460,11 +465,26 @@ def read_case_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def shipped_table(rows: list[dict[str, Any]]) -> list[str]:
+def student_sources(cards: dict[str, dict]) -> dict[tuple[int, str], tuple[str, dict[str, dict]]]:
+    """(dims, modality) -> (student key, source -> its gate's facts) for each route a student serves."""
+    out = {}
+    for key, card in cards.items():
+        if card.get("kind") != STUDENT_KIND:
+            continue
+        facts = gate_facts(card)
+        for dims, mod in card_routes(card):
+            prefix = f"{mod} {dims}D / "
+            out[(dims, mod)] = (key, {k[len(prefix) :]: f for k, f in facts.items() if k.startswith(prefix)})
+    return out
+
+
+def shipped_table(rows: list[dict[str, Any]], cards: dict[str, dict] | None = None) -> list[str]:
     """Markdown: per source of every route, LiteMedSAM, the specialist alone, the specialist with
-    its router, and the product (routed where the route ships, else LiteMedSAM), with the
-    router's acceptance; shipped routes first."""
+    its router, and the product (routed where the route ships; the student encoder's gate figures
+    where a student serves the route (``cards``: the shipped models' cards); else LiteMedSAM),
+    with the router's acceptance; shipped routes first."""
     verdicts = {(v.group, v.dims, v.modality): v for v in route_verdicts(rows)}
+    students = student_sources(cards or {})
     lines = [
         "| route | shipped | source | seen in training | cases | router took | DSC LiteMedSAM | "
         "DSC alone | DSC routed | DSC product | NSD LiteMedSAM | NSD product |",
@@ -477,25 +497,30 @@ def shipped_table(rows: list[dict[str, Any]]) -> list[str]:
     for s in sorted(source_results(rows), key=order):
         v, m = verdicts[(s.group, s.dims, s.modality)], s.means
         product = "routed" if v.accepted else "base"  # a route that does not ship serves LiteMedSAM
+        dsc, nsd, shipped = m[f"{product}_dsc"], m[f"{product}_nsd"], "yes" if v.accepted else "no"
+        student, by_source = students.get((s.dims, s.modality), (None, {}))
+        if not v.accepted and student is not None and s.source in by_source:
+            dsc, nsd = float(by_source[s.source]["dsc"]), float(by_source[s.source]["nsd"])
+            shipped = f"no: {student} serves it"
         lines.append(
-            f"| {s.modality} {s.dims}D | {'yes' if v.accepted else 'no'} | {s.source} | "
+            f"| {s.modality} {s.dims}D | {shipped} | {s.source} | "
             f"{'yes' if s.seen else 'no'} | {s.cases} | {s.accepted}/{s.boxes} | {m['base_dsc']:.3f} | "
-            f"{m['alone_dsc']:.3f} | {m['routed_dsc']:.3f} | {m[f'{product}_dsc']:.3f} | "
-            f"{m['base_nsd']:.3f} | {m[f'{product}_nsd']:.3f} |"
+            f"{m['alone_dsc']:.3f} | {m['routed_dsc']:.3f} | {dsc:.3f} | "
+            f"{m['base_nsd']:.3f} | {nsd:.3f} |"
         )
     return lines
 
 
-def update_readme(readme: Path, report: Path) -> None:
+def update_readme(readme: Path, report: Path, cards: dict[str, dict] | None = None) -> None:
     """Replace the table between the specialists-table markers with :func:`shipped_table`."""
     start, end = "<!-- specialists-table:start -->\n", "\n<!-- specialists-table:end -->"
     text = readme.read_text()
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    table = "\n".join(shipped_table(read_case_rows(report / "gate_cases.csv")))
+    table = "\n".join(shipped_table(read_case_rows(report / "gate_cases.csv"), cards))
     readme.write_text(head + start + table + end + tail)
 
 
 if __name__ == "__main__":
     # python -m train.source_gate: README's per-source table from reports/specialists/gate_cases.csv
-    update_readme(Path("README.md"), Path("reports/specialists"))
+    update_readme(Path("README.md"), Path("reports/specialists"), read_cards(WEIGHTS_DIR))
