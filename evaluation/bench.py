@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from app.routing import DEFAULT_MODEL_KEY, case_dims, modality
-from common.machine import describe
+from common.machine import cpu_model_name, describe
 from common.paths import MODELS, PUBLIC, SMOKE
 from common.process import cli_command, timed_process
 from common.reports import write_report
@@ -202,6 +204,29 @@ def encoder_seconds(models: Path, keys: list[str]) -> dict[str, float]:
         return alternating_medians(calls, repeats=5, warmup=1)
 
 
+def run_identity(manifest: Path) -> dict[str, str]:
+    """What recorded runs are valid for: the exported models (manifest checksum), the CPU and
+    the OpenVINO build."""
+    import openvino as ov  # only once a benchmark starts
+
+    models = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    return {"models": models, "cpu": cpu_model_name(), "openvino": ov.__version__}
+
+
+def start_runs(runs_csv: Path, identity: dict[str, str]) -> None:
+    """Keep ``runs_csv`` (resume) only when it was recorded for ``identity``
+    (``<runs>.identity.json``); otherwise start it afresh, so a rerun never reports another
+    product's or another machine's runs as its own."""
+    sidecar = runs_csv.with_suffix(".identity.json")
+    recorded = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    if runs_csv.is_file() and recorded != identity:
+        print(f"bench: {runs_csv} was recorded for {recorded or 'an unrecorded product'}, not "
+              f"{identity}: starting a fresh benchmark", file=sys.stderr)  # fmt: skip
+        runs_csv.unlink()
+    runs_csv.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
+
+
 def read_runs(path: Path) -> list[Run]:
     """Runs recorded by earlier (interrupted) invocations; empty when there is no file."""
     if not path.is_file():
@@ -328,8 +353,6 @@ def encoder_section(gflops: dict[str, float], measured_peak: float, seconds: dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    import json
-
     parser = argparse.ArgumentParser(prog="python -m evaluation.bench", description=__doc__)
     parser.add_argument("--data", type=Path, default=PUBLIC)
     parser.add_argument("--smoke", type=Path, default=SMOKE)
@@ -367,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
         # in-process encoder measurements (torch, OpenVINO) come last.
         floor_mb = harness_rss_mb()
         startup = startup_costs(env, work)
-        runs = bench(sample_cases(args.data, args.per_group, args.groups), env, work, args.runs)
+        cases = sample_cases(args.data, args.per_group, args.groups)
+        if not cases:
+            parser.error(f"no case of the chosen groups under {args.data}")
+        start_runs(args.runs, run_identity(args.models / MANIFEST_NAME))
+        runs = bench(cases, env, work, args.runs)
         large = [] if args.no_large else large_cases(args.smoke, work / "large")
         if not large and not args.no_large:
             print(f"bench: no smoke CT under {args.smoke}: large 3D case skipped", file=sys.stderr)

@@ -121,3 +121,18 @@ def test_bench_report_sections_render_their_figures() -> None:
     assert any("--large-baseline" in line for line in bench.large_section([], with_baseline=False))
     missing = bench.large_section([], with_baseline=False, smoke=Path("nowhere"))
     assert "Not run: no `3DBox_*.npz` smoke CT under `nowhere`." in missing
+
+
+def test_bench_resumes_only_runs_recorded_for_the_same_models_and_machine(tmp_path) -> None:
+    runs = tmp_path / "runs.csv"
+    one = {"models": "aaa", "cpu": "x", "openvino": "1"}
+    bench.start_runs(runs, one)
+    runs.write_text("case,group,system,seconds,rss_mb,ok\n")
+    bench.start_runs(runs, one)  # the same product and machine: resume
+    assert runs.is_file()
+    bench.start_runs(runs, {**one, "models": "bbb"})  # re-exported models: start afresh
+    assert not runs.is_file()
+    runs.write_text("case,group,system,seconds,rss_mb,ok\n")
+    (tmp_path / "runs.identity.json").unlink()
+    bench.start_runs(runs, one)  # runs of an unrecorded product are never resumed
+    assert not runs.is_file()

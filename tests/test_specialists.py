@@ -175,7 +175,7 @@ def student_row(case: str, base: float, spec: float) -> dict[str, object]:
 
 
 def test_student_rule_holds_on_every_source_of_a_route() -> None:
-    """The route's mean is within one point, but one source (one case) loses three: the route
+    """The route's mean is within half a point, but one source (one case) loses three: the route
     keeps LiteMedSAM; the source's row says why."""
     names = ["3DBox_CT_A_1.npz", "3DBox_CT_A_2.npz", "3DBox_CT_A_3.npz", "3DBox_CT_B_1.npz"]
     rows = [student_row(n, 0.80, 0.805) for n in names[:3]] + [student_row(names[3], 0.80, 0.77)]
@@ -187,7 +187,9 @@ def test_student_rule_holds_on_every_source_of_a_route() -> None:
     assert [row_verdict(results, r) for r in results] == [
         "keeps LiteMedSAM", "within the rule", "fails the rule", "(group mean)"
     ]  # fmt: skip
-    rows[3] = student_row(names[3], 0.80, 0.792)  # within one point everywhere (NSD too)
+    rows[3] = student_row(names[3], 0.80, 0.794)  # DSC 0.6 point down on source B: over half a point
+    assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") == []
+    rows[3] = student_row(names[3], 0.80, 0.797)  # within half a point everywhere (NSD too)
     assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") != []
     rows[3] = {**rows[3], "spec_nsd": 0.78}  # NSD two points down on source B
     assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") == []

@@ -327,3 +327,17 @@ def test_a_student_left_without_routes_is_removed_and_one_with_fewer_is_rewritte
     hand_over(tmp_path, {"student_a": set(), "student_b": {(2, "Dermoscopy")}}, read_cards(tmp_path))
     assert not (tmp_path / "student_a").exists()
     assert card_routes(read_cards(tmp_path)["student_b"]) == {(2, "Dermoscopy")}
+
+
+def test_a_partial_student_gate_refuses_to_replace_a_shipped_students_routes(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from train.distill.gate import gate_student
+
+    card = {"kind": "student encoder", "routes": [{"dims": 3, "modality": "CT"}]}
+    (tmp_path / "student_x").mkdir()
+    (tmp_path / "student_x" / "card.json").write_text(json.dumps(card))
+    args = argparse.Namespace(weights=tmp_path, gate_groups=["mr_3d"], student="x")
+    with pytest.raises(SystemExit, match="gate every group"):
+        gate_student("student_x", tmp_path / "enc.pt", [], tmp_path, args, {})

@@ -7,8 +7,8 @@ candidates through the same export stage and parity gates (``build/gate/models``
 with them on the group's validation cases of ``splits/public.csv``, and score with the
 challenge metrics next to the app with LiteMedSAM alone (``build/runs/app``, shared with
 ``make eval``). A group is accepted by SPECIALIST_RULE: its validation mean DSC gains at least
-one point and its mean NSD does not drop (a student encoder: STUDENT_RULE, within one point of
-LiteMedSAM in DSC and in NSD on the route and on every validation source of it). Accepted routes
+one point and its mean NSD does not drop (a student encoder: STUDENT_RULE, within half a point of
+LiteMedSAM in DSC and one in NSD on the route and on every validation source of it). Accepted routes
 are copied to ``weights/<group>/`` (what ``make export`` ships and routes), rejected ones are
 removed from there.
 """
@@ -51,11 +51,15 @@ class Rule:
 SPECIALIST_RULE = Rule(
     0.01, 0.0, "validation mean DSC >= LiteMedSAM's + 0.01 and mean NSD >= LiteMedSAM's, on >= 3 cases"
 )
+# DSC within 0.5 point: the bound a decoder specialist's router must hold on every source it never
+# trained on (train/source_gate.py); a student replaces LiteMedSAM on whole routes, held-out
+# sources included, so it holds it on every source. (Stops 25-26 allowed one point: Dermoscopy
+# shipped at -0.57 on the held-out PH2.)
 STUDENT_RULE = Rule(
+    -0.005,
     -0.01,
-    -0.01,
-    "validation mean DSC and NSD each >= LiteMedSAM's - 0.01 (within one point), on >= 3 cases, "
-    "on the route and on every validation source of it",
+    "validation mean DSC >= LiteMedSAM's - 0.005 (within half a point) and mean NSD >= "
+    "LiteMedSAM's - 0.01, on >= 3 cases, on the route and on every validation source of it",
     per_source=True,
 )
 

@@ -16,8 +16,8 @@
    ceiling: the student may pass it).
 3. ``--gate``: export the student (same export stage, parity gates) and run the app with it on
    the validation cases of every group that has no specialist; a route gets the student when
-   its validation DSC and NSD are within one point of LiteMedSAM's on the route and on every
-   validation source of it (STUDENT_RULE). Accepted groups ->
+   its validation DSC is within half a point of LiteMedSAM's and its NSD within one, on the route
+   and on every validation source of it (STUDENT_RULE). Accepted groups ->
    ``weights/student_<name>/`` (routes for those groups only); none -> nothing ships.
 
 Outputs, per student: ``reports/students/<student>/distill_log.csv``, ``distill.png``,

@@ -90,7 +90,13 @@ def gate_student(
 ) -> None:
     """Export the student, run the gate on every route (dims, modality) no specialist serves,
     ship it for the routes that pass."""
-    cards = {k: c for k, c in read_cards(args.weights).items() if k != key}
+    shipped = read_cards(args.weights)
+    if args.gate_groups and key in shipped:
+        msg = (f"distill gate: {key} already ships ({sorted(card_routes(shipped[key]))}); a gate of only "
+               f"{args.gate_groups} would replace its routes and report with those groups' alone: gate "
+               "every group (drop --gate-groups)")  # fmt: skip
+        raise SystemExit(msg)
+    cards = {k: c for k, c in shipped.items() if k != key}
     taken = routes_taken(cards)
     gflops = encoder_gflops(build_architecture(f"student_{args.student}"), 256)
     chosen = [g for g in GROUPS if not args.gate_groups or g in args.gate_groups]
