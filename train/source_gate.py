@@ -241,18 +241,24 @@ def gate_facts(card: dict) -> dict[str, dict]:
     return {label: f for v in groups for label, f in v.items() if isinstance(f, dict)}
 
 
+def student_routes(cards: dict[str, dict]) -> dict[tuple[int, str], tuple[str, dict[str, dict]]]:
+    """(dims, modality) -> (student key, its gate figures by label) for every route a shipped
+    student encoder serves."""
+    return {
+        route: (key, gate_facts(card))
+        for key, card in cards.items()
+        if card.get("kind") == STUDENT_KIND
+        for route in card_routes(card)
+    }
+
+
 def student_gains(cards: dict[str, dict]) -> dict[tuple[int, str], tuple[str, float]]:
     """(dims, modality) -> (student key, its validation DSC gain over LiteMedSAM) for every route
     a shipped student encoder serves (its gate's route-wide means, on the same validation cases)."""
     out = {}
-    for key, card in cards.items():
-        if card.get("kind") != STUDENT_KIND:
-            continue
-        facts = gate_facts(card)
-        for dims, mod in card_routes(card):
-            f = facts.get(f"{mod} {dims}D", {})
-            gain = float(f["dsc"]) - float(f["baseline_dsc"]) if f else float("inf")
-            out[(dims, mod)] = (key, gain)
+    for (dims, mod), (key, facts) in student_routes(cards).items():
+        f = facts.get(f"{mod} {dims}D", {})
+        out[(dims, mod)] = (key, float(f["dsc"]) - float(f["baseline_dsc"]) if f else float("inf"))
     return out
 
 
@@ -468,13 +474,9 @@ def read_case_rows(path: Path) -> list[dict[str, Any]]:
 def student_sources(cards: dict[str, dict]) -> dict[tuple[int, str], tuple[str, dict[str, dict]]]:
     """(dims, modality) -> (student key, source -> its gate's facts) for each route a student serves."""
     out = {}
-    for key, card in cards.items():
-        if card.get("kind") != STUDENT_KIND:
-            continue
-        facts = gate_facts(card)
-        for dims, mod in card_routes(card):
-            prefix = f"{mod} {dims}D / "
-            out[(dims, mod)] = (key, {k[len(prefix) :]: f for k, f in facts.items() if k.startswith(prefix)})
+    for (dims, mod), (key, facts) in student_routes(cards).items():
+        prefix = f"{mod} {dims}D / "
+        out[(dims, mod)] = (key, {k[len(prefix) :]: f for k, f in facts.items() if k.startswith(prefix)})
     return out
 
 
