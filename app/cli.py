@@ -113,7 +113,7 @@ def warmup(models: Path, cache_arg: Path | None) -> int:
     sessions = SessionCache(core, models, default_threads())
     for key in sessions.keys:
         t0 = time.perf_counter()
-        sessions.get(key)
+        sessions.get(key).compile_all()
         print(f"app: compiled {key} into {cache} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
 

@@ -128,25 +128,37 @@ ChooseDecoder = Callable[[np.ndarray, np.ndarray, tuple[int, int]], Session]
 
 
 class SamSession:
-    """Compiled encoder + decoder of one model key. Outputs are copied, never aliased."""
+    """Encoder + decoder of one model key, each compiled on its first call (a router's fallback
+    decodes on the specialist's embedding and never needs its own encoder; a case whose boxes all
+    go to the fallback never needs the specialist's decoder). Outputs are copied, never aliased."""
 
-    def __init__(self, entry: ModelEntry, encoder: ov.CompiledModel, decoder: ov.CompiledModel) -> None:
+    def __init__(self, entry: ModelEntry, compile_graph: Callable[[Path], ov.CompiledModel]) -> None:
         self.entry = entry
         self.input_size = entry.input_size
-        self._encoder = encoder
-        self._decoder = decoder
+        self._compile_graph = compile_graph
+        self._encoder: ov.CompiledModel | None = None
+        self._decoder: ov.CompiledModel | None = None
         self.encoder_calls = 0
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) float32 in [0, 1] -> (B, 256, 64, 64) float32."""
+        if self._encoder is None:
+            self._encoder = self._compile_graph(self.entry.encoder_xml)
         self.encoder_calls += images.shape[0]
         return np.array(self._encoder({"image": images})[0], dtype=np.float32, copy=True)
 
     def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray:
         """(1, 256, 64, 64) embedding, (4,) model-frame XYXY box -> (256, 256) float32 logits."""
+        if self._decoder is None:
+            self._decoder = self._compile_graph(self.entry.decoder_xml)
         boxes = np.asarray(box_model, dtype=np.float32).reshape(1, 4)  # (1, 4)
         out = self._decoder({"image_embeddings": embedding, "boxes": boxes})[0]
         return np.array(out[0, 0], dtype=np.float32, copy=True)  # (256, 256)
+
+    def compile_all(self) -> None:
+        """Compile both graphs now (a warm-up, or a worker that serves many cases)."""
+        self._encoder = self._encoder or self._compile_graph(self.entry.encoder_xml)
+        self._decoder = self._decoder or self._compile_graph(self.entry.decoder_xml)
 
 
 class SessionCache:
@@ -177,8 +189,7 @@ class SessionCache:
             except KeyError:
                 msg = f"model key {key!r} is not in the manifest; available: {self.keys}"
                 raise ValueError(msg) from None
-            enc, dec = self._compile(entry.encoder_xml), self._compile(entry.decoder_xml)
-            self._sessions[key] = SamSession(entry, enc, dec)
+            self._sessions[key] = SamSession(entry, self._compile)
         return self._sessions[key]
 
     def reference(self, key: str) -> Reference | None:

@@ -78,11 +78,38 @@ def rt_info(key: str, spec: ModelSpec) -> dict[str, str]:
     }
 
 
-def shipped_graphs(key: str, spec: ModelSpec, models_dir: Path) -> dict[str, Path]:
-    """Where each graph of ``key`` ships: a decoder specialist reuses the base's encoder IR."""
+def encoder_identity(spec: ModelSpec) -> tuple[str, str]:
+    """What makes two models' encoder IR the same: the architecture and the image-encoder
+    overlay's sha256 ("" when the encoder is the base checkpoint's)."""
+    trained = [o.sha256 for o in spec.overlays if o.module == "image_encoder"]
+    return spec.architecture, trained[0] if trained else ""
+
+
+def export_order(specs: dict[str, ModelSpec]) -> list[str]:
+    """Keys in export order: the base, then models that train no decoder (student encoders),
+    then the rest; the first key with an encoder identity owns that encoder's IR."""
+
+    def rank(key: str) -> tuple[bool, bool, str]:
+        trains_decoder = any(o.module == "mask_decoder" for o in specs[key].overlays)
+        return key != BASE_KEY, trains_decoder, key
+
+    return sorted(specs, key=rank)
+
+
+def encoder_owners(specs: dict[str, ModelSpec]) -> dict[str, str]:
+    """Key -> the key whose folder holds its encoder IR (itself, or the first key in
+    :func:`export_order` with the same :func:`encoder_identity`: a decoder specialist shares the
+    base's encoder, or the student encoder it was trained over)."""
+    first: dict[tuple[str, str], str] = {}
+    for key in export_order(specs):
+        first.setdefault(encoder_identity(specs[key]), key)
+    return {key: first[encoder_identity(spec)] for key, spec in specs.items()}
+
+
+def shipped_graphs(key: str, encoder_owner: str, models_dir: Path) -> dict[str, Path]:
+    """Where each graph of ``key`` ships: its own folder, the encoder in its owner's."""
     graphs = {g: models_dir / key / f"{g}.xml" for g in GRAPHS}
-    if key != BASE_KEY and spec.shares_base_encoder:
-        graphs["encoder"] = models_dir / BASE_KEY / "encoder.xml"
+    graphs["encoder"] = models_dir / encoder_owner / "encoder.xml"
     return graphs
 
 
@@ -97,9 +124,17 @@ def card_facts(spec: ModelSpec) -> dict[str, Any]:
 
 
 def export_one(
-    key: str, models_dir: Path, build_dir: Path, weights_dir: Path = WEIGHTS_DIR
+    key: str,
+    models_dir: Path,
+    build_dir: Path,
+    weights_dir: Path = WEIGHTS_DIR,
+    encoder_owner: str | None = None,
 ) -> dict[str, Any]:
+    """Export ``key`` (its encoder IR into ``encoder_owner``'s folder, already exported when it is
+    another key's; default: :func:`encoder_owners` over ``weights_dir``) with the parity gates;
+    its manifest entry."""
     spec = get_spec(key, weights_dir)
+    encoder_owner = encoder_owner or encoder_owners(model_specs(weights_dir))[key]
     t0 = time.perf_counter()
     model = load_model(spec)
     onnx_dir, ir_dir = build_dir / key, models_dir / key
@@ -112,7 +147,7 @@ def export_one(
     ref = run_torch(model, images, boxes)
     hops: list[HopResult] = [compare("torch->onnx", ref, run_onnx(onnx_dir, images, boxes))]
     check(hops[-1])
-    graphs = shipped_graphs(key, spec, models_dir)
+    graphs = shipped_graphs(key, encoder_owner or key, models_dir)
     log(f"{key}: torch->onnx parity ok; converting to OpenVINO IR")
     for graph in GRAPHS:
         if graphs[graph].parent == ir_dir:
@@ -256,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     keys = sorted(model_specs(args.weights_dir)) if args.keys is None else args.keys
-    keys = sorted(set(keys) | {BASE_KEY}, key=lambda k: (k != BASE_KEY, k))  # the base first: shared encoder
-    entries = {key: export_one(key, args.models_dir, args.build_dir, args.weights_dir) for key in keys}
+    specs = {key: get_spec(key, args.weights_dir) for key in set(keys) | {BASE_KEY}}
+    owners = encoder_owners(specs)  # encoder owners come first in export_order
+    entries = {
+        key: export_one(key, args.models_dir, args.build_dir, args.weights_dir, owners[key])
+        for key in export_order(specs)
+    }
     path = write_manifest(args.models_dir, entries, args.weights_dir)
     for key, entry in entries.items():
         for hop in entry["parity"]:

@@ -58,3 +58,14 @@ def load_state_strict(model: nn.Module, path: Path, skip: tuple[str, ...] = ()) 
         )
         raise ValueError(msg)
     model.eval()
+
+
+def state_fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as stored in git: floats fp16, integer buffers (BatchNorm's
+    ``num_batches_tracked``) as they are (fp16 would turn a count past 65504 into inf)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def state_fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A stored state dict back to float32 floats (integer buffers as they are)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

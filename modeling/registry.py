@@ -18,7 +18,13 @@ import torch
 
 from app.routing import DEFAULT_MODEL_KEY
 from modeling.architectures.sam import BoxSAM, build_architecture
-from modeling.checkpoint import LITE_MEDSAM_SHA256, lite_medsam_checkpoint, load_state_strict, verify_sha256
+from modeling.checkpoint import (
+    LITE_MEDSAM_SHA256,
+    lite_medsam_checkpoint,
+    load_state_strict,
+    state_fp32,
+    verify_sha256,
+)
 
 # The preprocessing contract the weights were trained with (LiteMedSAM's operating point).
 # Written into the manifest and each IR's rt_info; app/preprocessing.py implements it.
@@ -67,13 +73,6 @@ class ModelSpec:
     @property
     def input_size(self) -> int:
         return int(self.preprocessing["input_size"])
-
-    @property
-    def shares_base_encoder(self) -> bool:
-        """True when the image encoder is the base model's, unchanged (decoder specialists)."""
-        return self.architecture == BASE.architecture and all(
-            o.module != "image_encoder" for o in self.overlays
-        )
 
 
 BASE = ModelSpec(
@@ -134,10 +133,10 @@ def get_spec(model_key: str, weights_dir: Path = WEIGHTS_DIR) -> ModelSpec:
 
 
 def load_overlay(overlay: Overlay) -> dict[str, torch.Tensor]:
-    """An overlay's state dict (sha256-verified), as float32."""
+    """An overlay's state dict (sha256-verified), floats as float32 (integer buffers as saved)."""
     verify_sha256(overlay.path, overlay.sha256)
     state = torch.load(overlay.path, map_location="cpu", weights_only=True)
-    return {k: v.float() for k, v in state.items()}
+    return state_fp32(state)
 
 
 def load_model(spec: ModelSpec) -> BoxSAM:

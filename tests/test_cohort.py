@@ -68,7 +68,7 @@ def compile_all(dask_worker: object) -> int:
 
     sessions = dask_worker.plugins[PLUGIN_NAME].sessions  # type: ignore[attr-defined]
     for key in sessions.keys:
-        sessions.get(key)
+        sessions.get(key).compile_all()
     return sessions.compiles
 
 

@@ -334,3 +334,25 @@ def test_the_readme_table_shows_the_students_figures_where_a_student_serves_the_
     line = shipped_table(rows, {"student_a": card})[2]
     assert "no: student_a serves it" in line and "| 0.610 |" in line and line.endswith("| 0.620 |")
     assert shipped_table(rows)[2].endswith("| 0.500 |")  # no student: the product is LiteMedSAM
+
+
+def test_a_session_compiles_each_graph_on_its_first_use_only(tmp_path: Path) -> None:
+    """A router's fallback decodes the specialist's embedding: its own encoder is never compiled
+    (nor a specialist decoder that no box went to)."""
+    from app.sessions import ModelEntry, SamSession
+
+    compiled: list[str] = []
+
+    def compile_graph(xml: Path):  # noqa: ANN202 - a fake compiled model
+        compiled.append(xml.stem)
+        return lambda inputs: [np.zeros((1, 1, 256, 256) if xml.stem == "decoder" else (1, 256, 64, 64))]
+
+    entry = ModelEntry("k", tmp_path / "encoder.xml", tmp_path / "decoder.xml", 256)
+    session = SamSession(entry, compile_graph)
+    assert compiled == []
+    session.decode(np.zeros((1, 256, 64, 64), np.float32), np.array([0, 0, 9, 9]))
+    session.decode(np.zeros((1, 256, 64, 64), np.float32), np.array([0, 0, 9, 9]))
+    assert compiled == ["decoder"]
+    session.compile_all()
+    session.encode(np.zeros((1, 3, 256, 256), np.float32))
+    assert compiled == ["decoder", "encoder"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from export.__main__ import encoder_owners
 from modeling.registry import BASE, BASE_KEY, CARD_NAME, get_spec, load_model, model_specs, trained_specs
 from train.gate import (
     ALL,
@@ -21,6 +22,7 @@ from train.gate import (
     decisions,
     group_means,
     passes_gate,
+    probe_verdict,
     route_results,
     row_verdict,
     write_candidate,
@@ -57,7 +59,7 @@ def test_no_cards_means_only_the_base(tmp_path: Path) -> None:
 def test_card_becomes_a_spec_with_routes_and_overlay(specialist_weights: Path) -> None:
     spec = get_spec("us_2d", specialist_weights)
     assert spec.routes == ((2, "US"),)
-    assert spec.shares_base_encoder
+    assert encoder_owners({BASE_KEY: BASE, "us_2d": spec})["us_2d"] == BASE_KEY
     assert [o.module for o in spec.overlays] == ["mask_decoder"]
     model, base = load_model(spec), load_model(BASE)
     trained, original = model.mask_decoder.state_dict(), base.mask_decoder.state_dict()
@@ -187,6 +189,7 @@ def test_student_rule_holds_on_every_source_of_a_route() -> None:
     assert [row_verdict(results, r) for r in results] == [
         "keeps LiteMedSAM", "within the rule", "fails the rule", "(group mean)"
     ]  # fmt: skip
+    assert [probe_verdict(results, r) for r in results][:2] == ["would keep LiteMedSAM", "within the rule"]
     rows[3] = student_row(names[3], 0.80, 0.794)  # DSC 0.6 point down on source B: over half a point
     assert decisions(route_results(rows, {"ct_3d": names}, STUDENT_RULE), "ct_3d") == []
     rows[3] = student_row(names[3], 0.80, 0.797)  # within half a point everywhere (NSD too)
@@ -222,3 +225,39 @@ def test_shipped_weights_fit_the_budget_and_have_cards() -> None:
         assert spec.card["validation"], "a shipped model records its validation result"
         for overlay in spec.overlays:
             assert overlay.path.is_file()
+
+
+def test_encoder_ir_ships_once_per_encoder_and_decoders_over_a_student_share_it() -> None:
+    from export.__main__ import export_order
+    from modeling.registry import ModelSpec, Overlay
+
+    def spec(arch: str, *overlays: tuple[str, str]) -> ModelSpec:
+        return ModelSpec(arch, BASE.checkpoint, BASE.checkpoint_sha256, "test", "test",
+                         overlays=tuple(Overlay(m, Path(f"{m}.pt"), sha) for m, sha in overlays))  # fmt: skip
+
+    specs = {
+        "us_2d": spec("lite_medsam", ("mask_decoder", "d1")),
+        "us_2d_over_student": spec("student_x", ("image_encoder", "e1"), ("mask_decoder", "d2")),
+        "student_x": spec("student_x", ("image_encoder", "e1")),
+        "student_y": spec("student_x", ("image_encoder", "e2")),  # same architecture, other weights
+        BASE_KEY: BASE,
+    }
+    assert export_order(specs) == [BASE_KEY, "student_x", "student_y", "us_2d", "us_2d_over_student"]
+    assert encoder_owners(specs) == {
+        BASE_KEY: BASE_KEY, "us_2d": BASE_KEY, "student_x": "student_x", "student_y": "student_y",
+        "us_2d_over_student": "student_x",
+    }  # fmt: skip
+    alone = {k: specs[k] for k in (BASE_KEY, "us_2d_over_student")}
+    assert encoder_owners(alone)["us_2d_over_student"] == "us_2d_over_student"  # no student exported
+
+
+def test_stored_weights_keep_integer_buffers_exact() -> None:
+    from modeling.checkpoint import state_fp16, state_fp32
+
+    bn = torch.nn.BatchNorm2d(4)
+    bn.num_batches_tracked.fill_(100_000)  # past fp16's largest finite value (65504)
+    stored = state_fp16(bn.state_dict())
+    assert stored["weight"].dtype == torch.float16 and stored["num_batches_tracked"].dtype == torch.int64
+    restored = torch.nn.BatchNorm2d(4)
+    restored.load_state_dict(state_fp32(stored), strict=True)
+    assert int(restored.num_batches_tracked) == 100_000 and restored.weight.dtype == torch.float32

@@ -338,6 +338,6 @@ def test_a_partial_student_gate_refuses_to_replace_a_shipped_students_routes(tmp
     card = {"kind": "student encoder", "routes": [{"dims": 3, "modality": "CT"}]}
     (tmp_path / "student_x").mkdir()
     (tmp_path / "student_x" / "card.json").write_text(json.dumps(card))
-    args = argparse.Namespace(weights=tmp_path, gate_groups=["mr_3d"], student="x")
+    args = argparse.Namespace(weights=tmp_path, gate_groups=["mr_3d"], student="x", probe=False)
     with pytest.raises(SystemExit, match="gate every group"):
         gate_student("student_x", tmp_path / "enc.pt", [], tmp_path, args, {})

@@ -30,7 +30,7 @@ from app.routing import source_tag
 from app.sessions import SamSession, SessionCache, create_core
 from common.paths import MODELS, SPLIT_CSV
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
-from modeling.checkpoint import sha256_file
+from modeling.checkpoint import sha256_file, state_fp16
 from modeling.registry import BASE_KEY, WEIGHTS_DIR, get_spec, load_model
 from train.data import load_pool
 from train.distill.gate import hand_over, read_cards
@@ -83,7 +83,7 @@ def train_group(
     torch.manual_seed(cfg.seed)
     log = train_decoder(model, pools["train"], pools["val"], args.out / group, cfg)
     weights = args.out / group / DECODER_FILE
-    torch.save({k: v.half() for k, v in model.mask_decoder.state_dict().items()}, weights)
+    torch.save(state_fp16(model.mask_decoder.state_dict()), weights)
     report = args.report / group
     report.mkdir(parents=True, exist_ok=True)
     write_log(log, report / "log.csv")

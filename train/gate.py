@@ -20,6 +20,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,12 @@ def row_verdict(results: list[GateResult], r: GateResult) -> str:
     if r.source != ALL:
         return "within the rule" if r.accepted else "fails the rule"
     return verdict(r in decisions(results, r.group))
+
+
+def probe_verdict(results: list[GateResult], r: GateResult) -> str:
+    """:func:`row_verdict` for a gate that decides nothing (a probe): what the route would get."""
+    said = row_verdict(results, r)
+    return {verdict(True): "would ship", verdict(False): "would keep LiteMedSAM"}.get(said, said)
 
 
 def candidate_card(group: str, decoder: Path, training: dict[str, Any]) -> dict[str, Any]:
@@ -269,10 +276,11 @@ def write_report(
     command: str,
     what: str = "specialist",
     trained_on: set[str] | None = None,
+    say: Callable[[list[GateResult], GateResult], str] = row_verdict,
 ) -> None:
     """``out/README.md`` (one table row per result; with ``trained_on``, the sources the candidate
     trained on, every other source row is marked *unseen*), ``gate_cases.csv``, ``gate.json``,
-    ``gate.png``."""
+    ``gate.png``. ``say``: each row's verdict (``probe_verdict`` when nothing is decided)."""
     out.mkdir(parents=True, exist_ok=True)
     write_cases_csv(out / "gate_cases.csv", rows)
     lines = [
@@ -289,7 +297,7 @@ def write_report(
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        decided = row_verdict(results, r)
+        decided = say(results, r)
         unseen = trained_on is not None and r.source != ALL and r.source not in trained_on
         label = f"{r.label} (*unseen*)" if unseen else r.label
         lines.append(
@@ -298,12 +306,17 @@ def write_report(
         )
     lines += ["", "![validation DSC and NSD per group](gate.png)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
-    facts = [{**asdict(r), "rule": r.rule.text, "verdict": row_verdict(results, r)} for r in results]
+    facts = [{**asdict(r), "rule": r.rule.text, "verdict": say(results, r)} for r in results]
     (out / "gate.json").write_text(json.dumps(facts, indent=2) + "\n")
-    plot_gate(results, out / "gate.png", what)
+    plot_gate(results, out / "gate.png", what, say)
 
 
-def plot_gate(results: list[GateResult], path: Path, what: str) -> None:
+def plot_gate(
+    results: list[GateResult],
+    path: Path,
+    what: str,
+    say: Callable[[list[GateResult], GateResult], str] = row_verdict,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,7 +331,7 @@ def plot_gate(results: list[GateResult], path: Path, what: str) -> None:
         ax.bar(x - 0.2, base, 0.4, label="LiteMedSAM")
         ax.bar(x + 0.2, spec, 0.4, label=what)
         ticks = [
-            f"{r.modality} {r.dims}D\n{r.group if r.source == ALL else r.source}\n{row_verdict(results, r)}"
+            f"{r.modality} {r.dims}D\n{r.group if r.source == ALL else r.source}\n{say(results, r)}"
             for r in shown
         ]
         ax.set_xticks(x, ticks, fontsize=7)

@@ -21,7 +21,8 @@
    ``weights/student_<name>/`` (routes for those groups only); none -> nothing ships.
 
 Outputs, per student: ``reports/students/<student>/distill_log.csv``, ``distill.png``,
-``distill.md``, ``gate/`` (with ``--gate``).
+``distill.md``, ``gate/`` (with ``--gate``), ``probe/`` (with ``--probe``: the gate on every
+route, the specialists' too, deciding and shipping nothing: how far the student is from them).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from common.paths import MODELS, SPLIT_CSV, STUDENT_REPORTS
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.architectures.students import STUDENTS
 from modeling.architectures.tiny_vit import TEACHER_AT
+from modeling.checkpoint import state_fp16
 from modeling.registry import BASE_KEY, WEIGHTS_DIR
 from train.distill.gate import ENCODER_FILE, gate_student
 from train.distill.loop import CARRY_DIR, DistillConfig, base_decoder_model, distill, proxy_dice
@@ -70,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gate", action="store_true", help="after training, gate the student on the val split"
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="gate the student on every route, specialists' included, into <report>/probe/; ship nothing",
+    )
     parser.add_argument("--gate-groups", nargs="*", default=None, choices=list(GROUPS), help="only these")
     for name, default in asdict(DistillConfig()).items():
         kind = str if name == "student" else type(default)
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     carry = args.carry or CARRY_DIR / f"{cfg.student}.pt"
     encoder, log = distill(train, val, args.out / cfg.student, cfg, carry)
     weights = args.out / cfg.student / ENCODER_FILE
-    torch.save({k: v.half() for k, v in encoder.state_dict().items()}, weights)
+    torch.save(state_fp16(encoder.state_dict()), weights)
     args.report.mkdir(parents=True, exist_ok=True)
     write_log(log, teacher_dice, args.report / "distill_log.csv")
     plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md")
     print(f"distill: wrote {weights}, {args.report}/distill_log.csv, distill.png "
           f"(teacher proxy Dice {teacher_dice:.4f})", file=sys.stderr)  # fmt: skip
-    if args.gate:
+    if args.gate or args.probe:
         training = {
             "command": "make distill",
             "data": f"{' + '.join(map(str, args.data))}, train rows of {args.split} (masks not used)",

@@ -17,6 +17,7 @@ from train.gate import (
     STUDENT_RULE,
     decisions,
     group_validation,
+    probe_verdict,
     row_verdict,
     run_gate,
     write_candidate,
@@ -89,15 +90,16 @@ def gate_student(
     key: str, weights: Path, val_cases: list[Path], data: Path, args: argparse.Namespace, training: dict
 ) -> None:
     """Export the student, run the gate on every route (dims, modality) no specialist serves,
-    ship it for the routes that pass."""
+    ship it for the routes that pass. ``args.probe``: the same on every route, specialists' too,
+    into ``<report>/probe/``; nothing ships (how far the student is from serving them)."""
     shipped = read_cards(args.weights)
-    if args.gate_groups and key in shipped:
+    if args.gate_groups and key in shipped and not args.probe:
         msg = (f"distill gate: {key} already ships ({sorted(card_routes(shipped[key]))}); a gate of only "
                f"{args.gate_groups} would replace its routes and report with those groups' alone: gate "
                "every group (drop --gate-groups)")  # fmt: skip
         raise SystemExit(msg)
     cards = {k: c for k, c in shipped.items() if k != key}
-    taken = routes_taken(cards)
+    taken = set() if args.probe else routes_taken(cards)
     gflops = encoder_gflops(build_architecture(f"student_{args.student}"), 256)
     chosen = [g for g in GROUPS if not args.gate_groups or g in args.gate_groups]
     free = [
@@ -125,11 +127,19 @@ def gate_student(
         "data named in training.sources (their terms apply to any use)",
         "training": training,
     }  # fmt: skip
-    shutil.rmtree(args.gate_dir / "weights", ignore_errors=True)
-    write_candidate(args.gate_dir / "weights" / key, card, weights)
+    gate_dir = args.gate_dir / "probe" if args.probe else args.gate_dir
+    shutil.rmtree(gate_dir / "weights", ignore_errors=True)
+    write_candidate(gate_dir / "weights" / key, card, weights)
     command = f"make distill (python -m train.distill --student {args.student} --gate)"
-    results, rows = run_gate(val_names, data, args.gate_dir, STUDENT_RULE)
-    write_report(results, rows, args.report / "gate", command, "student", set(training["sources"]))
+    if args.probe:
+        command = f"python -m train.distill --student {args.student} --probe (every route; ships nothing)"
+    results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE)
+    report = args.report / ("probe" if args.probe else "gate")
+    say = probe_verdict if args.probe else row_verdict
+    write_report(results, rows, report, command, "student", set(training["sources"]), say)
+    if args.probe:
+        print(f"distill probe: wrote {report}/README.md; nothing shipped", file=sys.stderr)
+        return
     accepted = [r for g in val_names for r in decisions(results, g)]
     target = args.weights / key
     shutil.rmtree(target, ignore_errors=True)

@@ -17,6 +17,7 @@ import torch
 
 from modeling.architectures.sam import BoxSAM, build_architecture
 from modeling.architectures.tiny_vit import ReducedResolution
+from modeling.checkpoint import state_fp16, state_fp32
 from modeling.registry import BASE, load_model
 from train.data import Pool, objects_of
 from train.loop import Trainee, resumable_loop, save_atomic, val_dice
@@ -73,7 +74,7 @@ def write_carry(state_path: Path, carry: Path) -> None:
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     carry.parent.mkdir(parents=True, exist_ok=True)
     small = {k: state[k] for k in ("config", "step", "log", "rng")}
-    save_atomic(carry, {**small, "encoder": {k: v.half() for k, v in state["encoder"].items()}})
+    save_atomic(carry, {**small, "encoder": state_fp16(state["encoder"])})
 
 
 def seed_from_carry(
@@ -81,7 +82,7 @@ def seed_from_carry(
 ) -> None:
     """The git carry -> a ``build`` state the resumable loop continues from (fresh optimiser)."""
     state = torch.load(carry, map_location="cpu", weights_only=False)
-    encoder.load_state_dict({k: v.float() for k, v in state["encoder"].items()}, strict=True)
+    encoder.load_state_dict(state_fp32(state["encoder"]), strict=True)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(state_path, {**state, "encoder": encoder.state_dict(), "optimizer": opt.state_dict()})
 
