@@ -20,7 +20,7 @@ help:
 	@echo "make bench      challenge-protocol speed and memory, app vs baseline (slow)"
 	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
-	@echo "make batching   encoder batch 1/2/4/8 timing"
+	@echo "make batching   encoder slices and decoder boxes per call: does batching pay"
 	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
 	@echo "make image      build the product image (docker, else podman; stand-in base if needed)"
 	@echo "make container-test  challenge protocol against the image -> reports/container.md"

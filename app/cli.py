@@ -97,7 +97,7 @@ def warmup(models: Path, cache_arg: Path | None) -> int:
     """Check every model's IR against the manifest (its rt_info), then compile it once, so later
     runs load compiled blobs. Exit 2 when the IR and the manifest disagree."""
     cache = cache_dir_from(cache_arg)
-    if cache is None:
+    if cache is None or not os.access(cache, os.W_OK):
         log.error("--warmup needs a writable cache folder (--cache-dir or SEG_CACHE_DIR)")
         return 2
     core = create_core(cache)

@@ -207,17 +207,23 @@ class SessionCache:
 
 
 def cache_dir_from(arg: Path | None) -> Path | None:
-    """Compiled-model cache folder, or None when disabled or not writable (then: no cache)."""
+    """Compiled-model cache folder, or None when disabled or unusable (then: no cache).
+
+    A folder that exists but is not writable (a ``--read-only`` container with the blobs baked
+    into its image) is still used: OpenVINO loads the blobs it finds there and, unable to write
+    one that is missing, compiles without storing it."""
     if arg is not None and str(arg).lower() == "none":
         return None
     env = os.environ.get("SEG_CACHE_DIR")
     default = Path(env) if env else Path.home() / ".cache" / "medseg-appliance" / "openvino"
     cache = arg if arg is not None else default
+    if cache.is_dir():
+        return cache if os.access(cache, os.R_OK | os.X_OK) else None
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # not creatable: run without a compiled-model cache
-    return cache if os.access(cache, os.W_OK) else None
+    return cache
 
 
 def default_threads() -> int | None:

@@ -1,7 +1,10 @@
-"""``make batching``: does batching slices through the encoder pay on this CPU?
+"""``make batching``: does batching pay on this CPU, for the encoder (slices) or the decoder (boxes)?
 
-Times the exported encoder IR (fp32, the runtime's compile settings) at batch 1, 2, 4 and 8 on
-random 256x256 inputs, interleaved round by round; reports the median seconds per image.
+Encoder: the exported encoder IR (fp32, the runtime's compile settings) at batch 1, 2, 4 and 8
+on random 256x256 inputs. Decoder: the shipped decoder IR (static batch 1, as the app calls it
+once per box) against the same IR reshaped to 4, 8 and 16 boxes of one image (the embedding
+repeated per box, as SAM's decoder does inside). Both interleaved round by round; the report
+gives the median seconds per image or per box.
 """
 
 from __future__ import annotations
@@ -9,17 +12,64 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import openvino as ov
 
 from app.routing import DEFAULT_MODEL_KEY
-from app.sessions import SessionCache, create_core, default_threads
+from app.sessions import SessionCache, compile_config, create_core, default_threads, read_manifest
 from common.machine import describe
 from common.paths import MODELS
 from common.reports import write_report
 
-BATCHES = (1, 2, 4, 8)
+ENCODER_BATCHES = (1, 2, 4, 8)
+DECODER_BATCHES = (1, 4, 8, 16)  # boxes per call
+
+
+def per_item_seconds(calls: dict[int, Callable[[], object]], rounds: int) -> dict[int, list[float]]:
+    """batch -> seconds per item of each round (one warm-up call each first; interleaved)."""
+    for call in calls.values():
+        call()
+    times: dict[int, list[float]] = {b: [] for b in calls}
+    for _ in range(rounds):
+        for b, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[b].append((time.perf_counter() - t0) / b)
+    return times
+
+
+def decoder_calls(decoder_xml: Path, threads: int | None) -> dict[int, Callable[[], object]]:
+    """batch -> one call of the decoder IR reshaped to that many boxes of one embedding."""
+    core = ov.Core()
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    calls = {}
+    for b in DECODER_BATCHES:
+        model = core.read_model(decoder_xml)
+        if b > 1:
+            model.reshape({"image_embeddings": [b, 256, 64, 64], "boxes": [b, 4]})
+        compiled = core.compile_model(model, "CPU", compile_config(threads))
+        x0y0 = rng.uniform(0, 180, (b, 2))
+        boxes = np.concatenate([x0y0, x0y0 + rng.uniform(8, 70, (b, 2))], axis=1).astype(np.float32)
+        inputs = {"image_embeddings": np.ascontiguousarray(np.broadcast_to(embedding, (b, 256, 64, 64))),
+                  "boxes": boxes}  # fmt: skip
+        calls[b] = lambda c=compiled, i=inputs: c(i)
+    return calls
+
+
+def table(times: dict[int, list[float]], unit: str) -> list[str]:
+    base = statistics.median(times[1])
+    return [
+        f"| batch | s / {unit} | vs batch 1 |",
+        "|---|---|---|",
+        *(
+            f"| {b} | {statistics.median(v):.4f} | {statistics.median(v) / base:.2f}x |"
+            for b, v in times.items()
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,31 +79,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("reports/batching.md"))
     args = parser.parse_args(argv)
-    session = SessionCache(create_core(None), args.models, default_threads()).get(args.key)
+    threads = default_threads()
+    session = SessionCache(create_core(None), args.models, threads).get(args.key)
     rng = np.random.default_rng(0)
-    inputs = {b: rng.random((b, 3, 256, 256), dtype=np.float32) for b in BATCHES}
-    for b in BATCHES:
-        session.encode(inputs[b])  # first call allocates for the shape
-    per_image: dict[int, list[float]] = {b: [] for b in BATCHES}
-    for _ in range(args.rounds):
-        for b in BATCHES:
-            t0 = time.perf_counter()
-            session.encode(inputs[b])
-            per_image[b].append((time.perf_counter() - t0) / b)
-    base = statistics.median(per_image[1])
+    images = {b: rng.random((b, 3, 256, 256), dtype=np.float32) for b in ENCODER_BATCHES}
+    encoder = {b: (lambda x=x: session.encode(x)) for b, x in images.items()}
+    encoder_times = per_item_seconds(encoder, args.rounds)
+    decoder_times = per_item_seconds(
+        decoder_calls(read_manifest(args.models)[args.key].decoder_xml, threads), args.rounds
+    )
     lines = [
-        f"# Encoder batching ({args.key})",
+        f"# Batching ({args.key})",
         "",
         f"Machine: {describe()}.\n\n"
-        f"Command: `make batching`, {time.strftime('%Y-%m-%d')}, {args.rounds} rounds, "
-        "median seconds per image.",
+        f"Command: `make batching` (`python -m evaluation.batching`), {time.strftime('%Y-%m-%d')}, "
+        f"{args.rounds} rounds, medians.",
         "",
-        "| batch | s / image | vs batch 1 |",
-        "|---|---|---|",
-        *(
-            f"| {b} | {statistics.median(v):.3f} | {statistics.median(v) / base:.2f}x |"
-            for b, v in per_image.items()
-        ),
+        "## Encoder: slices per call",
+        "",
+        *table(encoder_times, "image"),
+        "",
+        "## Decoder: boxes of one image per call",
+        "",
+        *table(decoder_times, "box"),
+        "",
+        "Below 1.00x would mean batching pays; the app encodes one slice and decodes one box per call.",
     ]
     write_report(args.out, lines)
     return 0

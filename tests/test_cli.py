@@ -95,3 +95,20 @@ def test_warmup_refuses_an_ir_the_manifest_misdescribes(tmp_path, models_dir) ->
     assert done.returncode == 2, done.stderr
     assert "input size 256, manifest says 512" in done.stderr
     assert not cache.exists() or not any(cache.iterdir())  # nothing was compiled
+
+
+def test_a_cache_folder_that_cannot_be_written_is_still_read(tmp_path, monkeypatch) -> None:
+    """A --read-only container keeps the blobs baked into its image: the app must load them."""
+
+    from app import sessions
+
+    baked = tmp_path / "baked"
+    baked.mkdir()
+    real_access = os.access
+    read_only = lambda p, mode: False if mode & os.W_OK else real_access(p, mode)  # noqa: E731
+    monkeypatch.setattr(sessions.os, "access", read_only)
+    assert sessions.cache_dir_from(baked) == baked
+    assert sessions.cache_dir_from(Path("none")) is None
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert sessions.cache_dir_from(blocker / "cache") is None  # cannot be created: no cache

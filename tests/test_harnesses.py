@@ -136,3 +136,15 @@ def test_bench_resumes_only_runs_recorded_for_the_same_models_and_machine(tmp_pa
     (tmp_path / "runs.identity.json").unlink()
     bench.start_runs(runs, one)  # runs of an unrecorded product are never resumed
     assert not runs.is_file()
+
+
+def test_batching_times_the_encoder_per_slice_and_the_decoder_per_box(tmp_path, models_dir) -> None:
+    from evaluation import batching
+
+    out = tmp_path / "batching.md"
+    assert batching.main(["--models", str(models_dir), "--rounds", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## Encoder: slices per call" in text and "## Decoder: boxes of one image per call" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 2", "| 4", "| 8", "| 1", "| 4", "| 8", "| 16"]
+    assert all(float(r.split(" | ")[1]) > 0 for r in rows)
