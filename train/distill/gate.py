@@ -132,7 +132,8 @@ def gate_student(
     write_candidate(gate_dir / "weights" / key, card, weights)
     command = f"make distill (python -m train.distill --student {args.student} --gate)"
     if args.probe:
-        command = f"python -m train.distill --student {args.student} --probe (every route; ships nothing)"
+        command = (f"python -m train.distill --student {args.student} --steps {training['config']['steps']} "
+                   "--probe (every route; ships nothing)")  # fmt: skip
     results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE)
     report = args.report / ("probe" if args.probe else "gate")
     say = probe_verdict if args.probe else row_verdict
