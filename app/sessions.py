@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,9 +202,27 @@ class SessionCache:
 
     def _compile(self, xml: Path) -> ov.CompiledModel:
         if xml not in self._compiled:
-            self._compiled[xml] = self._core.compile_model(str(xml), "CPU", self._config)
+            self._compiled[xml] = compile_with_retry(self._core, xml, self._config)
             self.compiles += 1
         return self._compiled[xml]
+
+
+# Processes sharing one compiled-model cache folder (cohort workers, shards, parallel containers
+# on one volume) can race on writing the same blob: OpenVINO then raises in the loser
+# ("filesystem error: cannot set permissions: No such file or directory [<cache>/<n>.blob]",
+# seen with two Dask workers on a cold cache). The winner's blob is complete by the next try.
+COMPILE_ATTEMPTS = 3
+
+
+def compile_with_retry(core: ov.Core, xml: Path, config: dict[Any, Any]) -> ov.CompiledModel:
+    """``core.compile_model`` of ``xml``, tried again when it raises (a cache-write race);
+    the last attempt's error propagates."""
+    for attempt in range(1, COMPILE_ATTEMPTS):
+        try:
+            return core.compile_model(str(xml), "CPU", config)
+        except RuntimeError:
+            time.sleep(0.05 * attempt)
+    return core.compile_model(str(xml), "CPU", config)
 
 
 def cache_dir_from(arg: Path | None) -> Path | None:

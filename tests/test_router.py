@@ -356,3 +356,26 @@ def test_a_session_compiles_each_graph_on_its_first_use_only(tmp_path: Path) -> 
     session.compile_all()
     session.encode(np.zeros((1, 3, 256, 256), np.float32))
     assert compiled == ["decoder", "encoder"]
+
+
+def test_a_compile_that_loses_a_cache_write_race_is_tried_again(tmp_path: Path) -> None:
+    from app.sessions import COMPILE_ATTEMPTS, compile_with_retry
+
+    class RacingCore:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls = failures, 0
+
+        def compile_model(self, xml: str, device: str, config: dict) -> str:
+            self.calls += 1
+            if self.calls <= self.failures:
+                msg = "filesystem error: cannot set permissions: No such file or directory"
+                raise RuntimeError(msg)
+            return f"compiled {xml}"
+
+    core = RacingCore(failures=1)
+    assert compile_with_retry(core, tmp_path / "decoder.xml", {}) == f"compiled {tmp_path / 'decoder.xml'}"
+    assert core.calls == 2
+    always = RacingCore(failures=COMPILE_ATTEMPTS)
+    with pytest.raises(RuntimeError, match="cannot set permissions"):
+        compile_with_retry(always, tmp_path / "decoder.xml", {})
+    assert always.calls == COMPILE_ATTEMPTS
