@@ -142,11 +142,13 @@ class SamSession:
         self.encoder_calls = 0
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """(B, 3, S, S) float32 in [0, 1] -> (B, 256, 64, 64) float32."""
+        """(B, 3, S, S) float32 in [0, 1] -> (B, 256, 64, 64) float32, one slice per call (the
+        shipped encoder IR has a static batch of 1: batching pays nothing, `make batching`)."""
         if self._encoder is None:
             self._encoder = self._compile_graph(self.entry.encoder_xml)
         self.encoder_calls += images.shape[0]
-        return np.array(self._encoder({"image": images})[0], dtype=np.float32, copy=True)
+        out = [self._encoder({"image": images[i : i + 1]})[0] for i in range(images.shape[0])]
+        return np.array(np.concatenate(out), dtype=np.float32, copy=True)
 
     def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray:
         """(1, 256, 64, 64) embedding, (4,) model-frame XYXY box -> (256, 256) float32 logits."""

@@ -1,10 +1,10 @@
 """``make batching``: does batching pay on this CPU, for the encoder (slices) or the decoder (boxes)?
 
-Encoder: the exported encoder IR (fp32, the runtime's compile settings) at batch 1, 2, 4 and 8
-on random 256x256 inputs. Decoder: the shipped decoder IR (static batch 1, as the app calls it
-once per box) against the same IR reshaped to 4, 8 and 16 boxes of one image (the embedding
-repeated per box, as SAM's decoder does inside). Both interleaved round by round; the report
-gives the median seconds per image or per box.
+Both shipped IR have a static batch of 1 (the app encodes one slice and decodes one box per
+call); here each is reshaped to larger batches. Encoder: 1, 2, 4 and 8 random 256x256 slices
+per call. Decoder: 1, 4, 8 and 16 boxes of one image per call (the embedding repeated per box,
+as SAM's decoder does inside). fp32, the runtime's compile settings. Interleaved round by
+round; the report gives the median seconds per image or per box.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import openvino as ov
 
 from app.routing import DEFAULT_MODEL_KEY
-from app.sessions import SessionCache, compile_config, create_core, default_threads, read_manifest
+from app.sessions import compile_config, default_threads, read_manifest
 from common.machine import describe
 from common.paths import MODELS
 from common.reports import write_report
@@ -41,23 +41,38 @@ def per_item_seconds(calls: dict[int, Callable[[], object]], rounds: int) -> dic
     return times
 
 
-def decoder_calls(decoder_xml: Path, threads: int | None) -> dict[int, Callable[[], object]]:
-    """batch -> one call of the decoder IR reshaped to that many boxes of one embedding."""
+Inputs = dict[str, np.ndarray]  # input name -> the array of one call
+
+
+def reshaped_calls(
+    xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None
+) -> dict[int, Callable[[], object]]:
+    """batch -> one call of the IR ``xml`` (static batch 1, as shipped) reshaped to that batch."""
     core = ov.Core()
-    rng = np.random.default_rng(0)
-    embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
     calls = {}
-    for b in DECODER_BATCHES:
-        model = core.read_model(decoder_xml)
-        if b > 1:
-            model.reshape({"image_embeddings": [b, 256, 64, 64], "boxes": [b, 4]})
+    for b in batches:
+        inputs = inputs_of(b)
+        model = core.read_model(xml)
+        model.reshape({name: list(x.shape) for name, x in inputs.items()})
         compiled = core.compile_model(model, "CPU", compile_config(threads))
-        x0y0 = rng.uniform(0, 180, (b, 2))
-        boxes = np.concatenate([x0y0, x0y0 + rng.uniform(8, 70, (b, 2))], axis=1).astype(np.float32)
-        inputs = {"image_embeddings": np.ascontiguousarray(np.broadcast_to(embedding, (b, 256, 64, 64))),
-                  "boxes": boxes}  # fmt: skip
         calls[b] = lambda c=compiled, i=inputs: c(i)
     return calls
+
+
+def encoder_inputs(b: int) -> Inputs:
+    return {"image": np.random.default_rng(b).random((b, 3, 256, 256), dtype=np.float32)}
+
+
+def decoder_inputs(b: int) -> Inputs:
+    """``b`` boxes of one image: its embedding repeated, random boxes in the model frame."""
+    rng = np.random.default_rng(b)
+    embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    x0y0 = rng.uniform(0, 180, (b, 2))
+    boxes = np.concatenate([x0y0, x0y0 + rng.uniform(8, 70, (b, 2))], axis=1).astype(np.float32)
+    return {
+        "image_embeddings": np.ascontiguousarray(np.broadcast_to(embedding, (b, 256, 64, 64))),
+        "boxes": boxes,
+    }
 
 
 def table(times: dict[int, list[float]], unit: str) -> list[str]:
@@ -80,14 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/batching.md"))
     args = parser.parse_args(argv)
     threads = default_threads()
-    session = SessionCache(create_core(None), args.models, threads).get(args.key)
-    rng = np.random.default_rng(0)
-    images = {b: rng.random((b, 3, 256, 256), dtype=np.float32) for b in ENCODER_BATCHES}
-    encoder = {b: (lambda x=x: session.encode(x)) for b, x in images.items()}
+    entry = read_manifest(args.models)[args.key]
+    encoder = reshaped_calls(entry.encoder_xml, ENCODER_BATCHES, encoder_inputs, threads)
     encoder_times = per_item_seconds(encoder, args.rounds)
-    decoder_times = per_item_seconds(
-        decoder_calls(read_manifest(args.models)[args.key].decoder_xml, threads), args.rounds
-    )
+    decoder = reshaped_calls(entry.decoder_xml, DECODER_BATCHES, decoder_inputs, threads)
+    decoder_times = per_item_seconds(decoder, args.rounds)
     lines = [
         f"# Batching ({args.key})",
         "",

@@ -62,8 +62,10 @@ def run_openvino(
     core = ov.Core()
     enc = core.compile_model(str(graphs["encoder"]), "CPU", compile_config())
     dec = core.compile_model(str(graphs["decoder"]), "CPU", compile_config())
-    emb = np.asarray(enc({"image": images})[0]).copy()
-    logits = [  # the decoder IR takes one box per call (batch 1), as the app calls it
+    emb = np.concatenate(  # both IR take batch 1: one slice, one box per call, as the app calls them
+        [np.asarray(enc({"image": images[i : i + 1]})[0]).copy() for i in range(len(images))]
+    )
+    logits = [
         np.asarray(dec({"image_embeddings": emb[i : i + 1], "boxes": boxes[i : i + 1]})[0]).copy()
         for i in range(len(boxes))
     ]
@@ -151,7 +153,7 @@ def export_one(
     log(f"{key}: torch->onnx parity ok; converting to OpenVINO IR")
     for graph in GRAPHS:
         if graphs[graph].parent == ir_dir:
-            convert_to_ir(onnx_dir / f"{graph}.onnx", graphs[graph], rt_info(key, spec), graph == "decoder")
+            convert_to_ir(onnx_dir / f"{graph}.onnx", graphs[graph], rt_info(key, spec), batch_one=True)
         else:
             (ir_dir / f"{graph}.xml").unlink(missing_ok=True)
             (ir_dir / f"{graph}.bin").unlink(missing_ok=True)
