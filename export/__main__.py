@@ -149,7 +149,7 @@ def export_one(
     ref = run_torch(model, images, boxes)
     hops: list[HopResult] = [compare("torch->onnx", ref, run_onnx(onnx_dir, images, boxes))]
     check(hops[-1])
-    graphs = shipped_graphs(key, encoder_owner or key, models_dir)
+    graphs = shipped_graphs(key, encoder_owner, models_dir)
     log(f"{key}: torch->onnx parity ok; converting to OpenVINO IR")
     for graph in GRAPHS:
         if graphs[graph].parent == ir_dir:
