@@ -148,7 +148,7 @@ class SamSession:
             self._encoder = self._compile_graph(self.entry.encoder_xml)
         self.encoder_calls += images.shape[0]
         out = [self._encoder({"image": images[i : i + 1]})[0] for i in range(images.shape[0])]
-        return np.array(np.concatenate(out), dtype=np.float32, copy=True)
+        return np.concatenate(out).astype(np.float32, copy=False)  # concatenate copies: never aliased
 
     def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray:
         """(1, 256, 64, 64) embedding, (4,) model-frame XYXY box -> (256, 256) float32 logits."""
