@@ -341,3 +341,71 @@ def test_a_partial_student_gate_refuses_to_replace_a_shipped_students_routes(tmp
     args = argparse.Namespace(weights=tmp_path, gate_groups=["mr_3d"], student="x", probe=False)
     with pytest.raises(SystemExit, match="gate every group"):
         gate_student("student_x", tmp_path / "enc.pt", [], tmp_path, args, {})
+
+
+def test_random_boxes_lie_inside_the_resized_image_and_are_seeded() -> None:
+    from train.distill.samples import content_hw, random_boxes, valid_masks
+
+    inputs = np.zeros((2, 3, 256, 256), np.uint8)
+    inputs[0, 1, :100, :256] = 9  # a wide image padded below
+    inputs[1, 0, :256, :60] = 3  # a tall image padded to the right
+    hw = content_hw(inputs)
+    assert hw.tolist() == [[100, 256], [256, 60]]
+    boxes = random_boxes(hw, 50, np.random.default_rng(1))
+    assert boxes.shape == (100, 4)
+    h, w = np.repeat(hw, 50, axis=0).T
+    x0, y0, x1, y1 = boxes.T
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= w - 1).all() and (y1 <= h - 1).all()
+    assert (x1 > x0).all() and (y1 > y0).all()
+    assert np.ptp(x1 - x0) > 30  # sizes spread, not one box shape
+    assert np.array_equal(boxes, random_boxes(hw, 50, np.random.default_rng(1)))
+    valid = valid_masks(hw)
+    assert valid.shape == (2, 1, 256, 256) and valid[0].sum() == 100 * 256 and valid[1].sum() == 256 * 60
+
+
+def test_mask_distillation_loss_is_lowest_when_the_student_agrees_with_the_teacher() -> None:
+    from train.losses import mask_distillation_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(3, 1, 32, 32) * 4
+    valid = torch.ones_like(teacher)
+    same = mask_distillation_loss(teacher, teacher, valid)
+    other = mask_distillation_loss(-teacher, teacher, valid)
+    assert same < other
+    valid[:, :, 16:] = 0  # disagreement in the padding is not scored
+    half = teacher.clone()
+    half[:, :, 16:] *= -1
+    agreeing = mask_distillation_loss(teacher, teacher, valid)
+    assert torch.isclose(mask_distillation_loss(half, teacher, valid), agreeing)
+
+
+def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_path: Path) -> None:
+    from train.distill.loop import run_name
+
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, 256, (4, 3, 256, 256), dtype=np.uint8)
+    teacher = (rng.standard_normal((4, 256, 64, 64)) * 0.1).astype(np.float16)
+    labels = np.zeros((2, 256, 256), np.uint16)
+    labels[:, 50:120, 60:140] = 1
+    hw = np.full((2, 2), 256, np.int32)
+    val = {"inputs": inputs[:2], "teacher": teacher[:2], "labels": labels, "hw": hw}
+    train = {"inputs": inputs, "teacher": teacher}
+    plain = DistillConfig(student="mobile_s", steps=2, batch=2, lr=1e-3, checkpoint_every=2, val_every=2)
+    carry = tmp_path / "mobile_s.pt"
+    mse_student, _ = distill(train, val, tmp_path / "mse", plain, carry)
+    kd = DistillConfig(**{**plain.__dict__, "kd_weight": 1.0, "kd_boxes": 1})
+    assert run_name(plain) == "mobile_s" and run_name(kd) == "mobile_s_kd"
+    kd_student, log = distill(train, val, tmp_path / "kd", kd, tmp_path / "kd.pt", start=carry)
+    assert [r["step"] for r in log] == [0, 1, 2]
+    assert all(r["train_kd"] > 0 for r in log[1:])
+    start = torch.load(carry, weights_only=False)["encoder"]
+    assert log[0]["val_mse"] == pytest.approx(
+        distill(train, val, tmp_path / "mse", plain, carry)[1][-1]["val_mse"], rel=1e-2
+    )  # step 0 of the new run is the MSE run's end (to within its fp16 carry)
+    assert not all(torch.equal(v.float(), kd_student.state_dict()[k].float()) for k, v in start.items())
+    # An older carry, written before the task-aware settings existed, still resumes.
+    old = torch.load(carry, weights_only=False)
+    old["config"] = {k: v for k, v in old["config"].items() if not k.startswith("kd_")}
+    torch.save(old, carry)
+    _, again = distill(train, val, tmp_path / "fresh", DistillConfig(**{**plain.__dict__, "steps": 3}), carry)
+    assert [r["step"] for r in again][-1] == 3

@@ -38,3 +38,12 @@ def total_loss(
     iou = F.mse_loss(iou_pred.reshape(-1), hard_iou(logits, target, valid))
     loss = dice + bce + iou
     return loss, {"loss": loss.item(), "dice": dice.item(), "bce": bce.item(), "iou": iou.item()}
+
+
+def mask_distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """BCE + soft Dice of the student's mask logits against the teacher's mask probabilities
+    (soft targets), inside the resized image. Shapes (B, 1, S, S)."""
+    target = torch.sigmoid(teacher_logits)
+    return masked_bce(student_logits, target, valid) + soft_dice_loss(student_logits, target, valid)

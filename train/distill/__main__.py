@@ -42,7 +42,14 @@ from modeling.architectures.tiny_vit import TEACHER_AT
 from modeling.checkpoint import state_fp16
 from modeling.registry import BASE_KEY, WEIGHTS_DIR
 from train.distill.gate import ENCODER_FILE, gate_student
-from train.distill.loop import CARRY_DIR, DistillConfig, base_decoder_model, distill, proxy_dice
+from train.distill.loop import (
+    CARRY_DIR,
+    DistillConfig,
+    base_decoder_model,
+    distill,
+    proxy_dice,
+    run_name,
+)
 from train.distill.report import plot_log, write_log, write_summary
 from train.distill.samples import load_arrays, train_sample, val_sample
 from train.groups import GROUPS
@@ -63,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         "--carry",
         type=Path,
         default=None,
-        help="git carry of the run (default checkpoints/distill/<student>.pt)",
+        help="git carry (default checkpoints/distill/<run>.pt; <run>: the student, + _kd if --kd-weight)",
+    )
+    parser.add_argument(
+        "--start-from",
+        type=Path,
+        default=None,
+        help="a new run (no state, no carry yet) starts from this carry's weights, e.g. the MSE run's",
     )
     parser.add_argument("--gate-dir", type=Path, default=Path("build/gate_student"))
     parser.add_argument("--views", type=int, default=2, help="views per image (the first unaugmented)")
@@ -87,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(d.is_dir() for d in args.data):
         parser.error(f"no data folder among {args.data}")
     cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
-    args.report = args.report or STUDENT_REPORTS / cfg.student
+    run = run_name(cfg)
+    args.report = args.report or STUDENT_REPORTS / run
     teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
     data = as_one_folder(args.data)
     cases = split_paths(args.split, data)
@@ -105,16 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"distill: {len(train['inputs'])} train views of {len(train_files)} cases, "
           f"{len(val['inputs'])} validation slices of {len(val_files)} cases", file=sys.stderr)  # fmt: skip
     teacher_dice = proxy_dice(base_decoder_model(), val["teacher"], val, cfg.val_objects_per_slice)
-    carry = args.carry or CARRY_DIR / f"{cfg.student}.pt"
-    encoder, log = distill(train, val, args.out / cfg.student, cfg, carry)
-    weights = args.out / cfg.student / ENCODER_FILE
+    carry = args.carry or CARRY_DIR / f"{run}.pt"
+    encoder, log = distill(train, val, args.out / run, cfg, carry, args.start_from)
+    weights = args.out / run / ENCODER_FILE
     torch.save(state_fp16(encoder.state_dict()), weights)
     args.report.mkdir(parents=True, exist_ok=True)
     write_log(log, teacher_dice, args.report / "distill_log.csv")
     plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
     sizes = {"train_cases": len(train_files), "train_views": len(train["inputs"]),
              "val_cases": len(val_files), "val_slices": len(val["inputs"])}  # fmt: skip
-    write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md")
+    write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md", args.start_from)
     print(f"distill: wrote {weights}, {args.report}/distill_log.csv, distill.png "
           f"(teacher proxy Dice {teacher_dice:.4f})", file=sys.stderr)  # fmt: skip
     if args.gate or args.probe:

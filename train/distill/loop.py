@@ -20,7 +20,9 @@ from modeling.architectures.tiny_vit import ReducedResolution
 from modeling.checkpoint import state_fp16, state_fp32
 from modeling.registry import BASE, load_model
 from train.data import Pool, objects_of
-from train.loop import Trainee, resumable_loop, save_atomic, val_dice
+from train.distill.samples import content_hw, random_boxes, valid_masks
+from train.loop import Trainee, decode, resumable_loop, save_atomic, val_dice
+from train.losses import mask_distillation_loss
 
 CARRY_DIR = Path("checkpoints/distill")
 
@@ -50,6 +52,16 @@ class DistillConfig:
     seed: int = 0
     checkpoint_every: int = 25
     val_every: int = 100
+    # Task-aware distillation (stop 29): + kd_weight x (BCE + soft Dice) of LiteMedSAM's frozen
+    # decoder on the student's embedding against the same decoder on the teacher's, for
+    # ``kd_boxes`` random boxes per view (no labels). 0 = embedding MSE only (runs up to stop 28).
+    kd_weight: float = 0.0
+    kd_boxes: int = 2
+
+
+def run_name(cfg: DistillConfig) -> str:
+    """A run's name (its carry, build folder and report): the student, ``_kd`` for task-aware runs."""
+    return cfg.student + ("_kd" if cfg.kd_weight > 0 else "")
 
 
 def initial_encoder(student: str) -> torch.nn.Module:
@@ -80,11 +92,23 @@ def write_carry(state_path: Path, carry: Path) -> None:
 def seed_from_carry(
     carry: Path, state_path: Path, encoder: torch.nn.Module, opt: torch.optim.Optimizer
 ) -> None:
-    """The git carry -> a ``build`` state the resumable loop continues from (fresh optimiser)."""
+    """The git carry -> a ``build`` state the resumable loop continues from (fresh optimiser).
+    Settings added since the carry was written take their defaults (what its run used)."""
     state = torch.load(carry, map_location="cpu", weights_only=False)
     encoder.load_state_dict(state_fp32(state["encoder"]), strict=True)
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(state_path, {**state, "encoder": encoder.state_dict(), "optimizer": opt.state_dict()})
+    config = {**asdict(DistillConfig()), **state["config"]}
+    save_atomic(
+        state_path,
+        {**state, "config": config, "encoder": encoder.state_dict(), "optimizer": opt.state_dict()},
+    )
+
+
+def load_start(encoder: torch.nn.Module, start: Path) -> int:
+    """Another run's carry -> ``encoder``'s weights (a new run starting from them); its step."""
+    state = torch.load(start, map_location="cpu", weights_only=False)
+    encoder.load_state_dict(state_fp32(state["encoder"]), strict=True)
+    return int(state["step"])
 
 
 def freeze_trunk(encoder: torch.nn.Module, stages: int) -> int:
@@ -177,16 +201,39 @@ def validate(
     return {"val_mse": mse, "val_dice": proxy_dice(decoder_model, emb, val, per_slice)}
 
 
+def decoder_kd_loss(
+    decoder_model: BoxSAM,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    inputs: np.ndarray,
+    per_image: int,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    """The task-aware term: (B, 256, 64, 64) student / teacher embeddings of the cached views
+    ``inputs`` (B, 3, S, S) uint8, ``per_image`` random boxes each -> BCE + soft Dice of the
+    frozen decoder's masks on the student's embedding against those on the teacher's."""
+    hw = content_hw(inputs)
+    boxes = torch.from_numpy(random_boxes(hw, per_image, rng))
+    index = torch.arange(len(inputs)).repeat_interleave(per_image)
+    valid = torch.from_numpy(valid_masks(np.repeat(hw, per_image, axis=0)))
+    with torch.no_grad():
+        target, _ = decode(decoder_model, teacher[index], boxes)
+    logits, _ = decode(decoder_model, student[index], boxes)
+    return mask_distillation_loss(logits, target, valid)
+
+
 def distill(
     train: dict[str, np.ndarray],
     val: dict[str, np.ndarray],
     out: Path,
     cfg: DistillConfig,
     carry: Path | None = None,
+    start: Path | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
-    """Train the student (resuming from ``out/state.pt``, else from ``carry`` when it exists);
-    the state is written back to ``carry`` at the end. (student encoder, log rows). A run whose
-    state has reached ``cfg.steps`` computes nothing (the report and carry are rewritten)."""
+    """Train the student (resuming from ``out/state.pt``, else from ``carry`` when it exists,
+    else a new run from ``start``'s weights when given); the state is written back to ``carry`` at
+    the end. (student encoder, log rows). A run whose state has reached ``cfg.steps`` computes
+    nothing (the report and carry are rewritten)."""
     torch.manual_seed(cfg.seed)
     encoder = initial_encoder(cfg.student)
     stages = freeze_trunk(encoder, cfg.frozen_stages)
@@ -197,12 +244,16 @@ def distill(
             trunks[name] = trunk_features(encoder, part["inputs"], stages)
         return {**part, "trunk": trunks[name]} if stages else part
 
-    decoder_model = base_decoder_model()
+    decoder_model = base_decoder_model().eval()
+    decoder_model.requires_grad_(False)  # the KD term's gradient only reaches the embedding
     trainable = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_path = out / "state.pt"
     if carry is not None and carry.is_file() and not state_path.is_file():
         seed_from_carry(carry, state_path, encoder, opt)
+    elif start is not None and not state_path.is_file():
+        step = load_start(encoder, start)
+        print(f"distill: a new run from {start} (its step {step})", file=sys.stderr)
 
     def one_step(rng: np.random.Generator) -> dict[str, float]:
         part = with_trunk(train, "train")
@@ -212,11 +263,18 @@ def distill(
         x = as_input(part["inputs"][rows])
         target = torch.from_numpy(part["teacher"][rows].astype(np.float32))
         trunk = part["trunk"][rows] if stages else None
-        loss = torch.nn.functional.mse_loss(embed(encoder, x, trunk, stages), target)
+        emb = embed(encoder, x, trunk, stages)
+        mse = torch.nn.functional.mse_loss(emb, target)
+        row = {"train_mse": float(mse.detach())}
+        loss = mse
+        if cfg.kd_weight > 0:
+            kd = decoder_kd_loss(decoder_model, emb, target, part["inputs"][rows], cfg.kd_boxes, rng)
+            loss = mse + cfg.kd_weight * kd
+            row["train_kd"] = float(kd.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"train_mse": float(loss.detach())}
+        return row
 
     def validation() -> dict[str, float]:
         return validate(encoder, decoder_model, with_trunk(val, "val"), stages, cfg.val_objects_per_slice)

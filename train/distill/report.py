@@ -10,11 +10,12 @@ import numpy as np
 from common.machine import describe
 from common.reports import write_csv, write_report
 from modeling.architectures.tiny_vit import TEACHER_AT
-from train.distill.loop import DistillConfig
+from train.distill.loop import DistillConfig, run_name
+from train.distill.samples import BOX_SIDE_SHARE
 
 
 def write_log(log: list[dict], teacher_dice: float, path: Path) -> None:
-    fields = ["step", "train_mse", "val_mse", "val_dice", "teacher_val_dice"]
+    fields = ["step", "train_mse", "train_kd", "val_mse", "val_dice", "teacher_val_dice"]
     rows = [{**row, "teacher_val_dice": teacher_dice if "val_dice" in row else ""} for row in log]
     write_csv(path, rows, fields)
 
@@ -63,21 +64,42 @@ def start_of(cfg: DistillConfig) -> str:
     )
 
 
+def objective_of(cfg: DistillConfig, start: Path | None) -> str:
+    """What the run minimises, and where a new run started from."""
+    if cfg.kd_weight == 0:
+        return "Loss: MSE to the teacher's embedding."
+    return (
+        f"Loss (task-aware): MSE to the teacher's embedding + {cfg.kd_weight:g} x (BCE + soft Dice) of "
+        "LiteMedSAM's frozen prompt encoder + mask decoder on the student's embedding against the same "
+        f"on the teacher's, {cfg.kd_boxes} random box(es) per view (sides {BOX_SIDE_SHARE[0]:g}-"
+        f"{BOX_SIDE_SHARE[1]:g} of the image's, log-uniform; no labels)."
+        + (f" Step 0 is the weights of `{start}`." if start is not None else "")
+    )
+
+
+def command_of(cfg: DistillConfig, start: Path | None) -> str:
+    kd = f" --kd-weight {cfg.kd_weight:g} --kd-boxes {cfg.kd_boxes}" if cfg.kd_weight > 0 else ""
+    origin = f" --start-from {start}" if start is not None else ""
+    return f"python -m train.distill --student {cfg.student} --steps {cfg.steps}{kd}{origin}"
+
+
 def write_summary(
     log: list[dict],
     teacher_dice: float,
     cfg: DistillConfig,
     sizes: dict[str, int],
     path: Path,
+    start: Path | None = None,
 ) -> None:
-    """``reports/students/<student>/distill.md``: what was trained on what, and the learning curve."""
+    """``reports/students/<run>/distill.md``: what was trained on what, and the learning curve."""
     val = [r for r in log if "val_dice" in r]
     lines = [
         f"# Distillation: student `{cfg.student}` from TinyViT (LiteMedSAM)",
         "",
-        f"Command: `make distill` (`python -m train.distill --student {cfg.student} --steps {cfg.steps}`), "
-        f"{time.strftime('%Y-%m-%d')}. Machine: {describe()}. {start_of(cfg)} The run is carried between "
-        f"sittings in `checkpoints/distill/{cfg.student}.pt` and continues from there.",
+        f"Command: `make distill` (`{command_of(cfg, start)}`), "
+        f"{time.strftime('%Y-%m-%d')}. Machine: {describe()}. {start_of(cfg)} {objective_of(cfg, start)} "
+        f"The run is carried between sittings in `checkpoints/distill/{run_name(cfg)}.pt` "
+        "and continues from there.",
         f"Data: {sizes['train_cases']} train-split cases of `splits/public.csv` -> "
         f"{sizes['train_views']} cached views (teacher embeddings fp16); validation: "
         f"{sizes['val_cases']} val-split cases -> "

@@ -47,6 +47,41 @@ def quantised_input(image: np.ndarray) -> np.ndarray:
     return np.clip(x[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def content_hw(inputs: np.ndarray, smallest: int = 8) -> np.ndarray:
+    """Cached uint8 (B, 3, S, S) -> (B, 2) int (h, w) of the resized image in the model frame: the
+    extent of its non-zero pixels (the app pads below and to the right with zeros), at least
+    ``smallest``."""
+    filled = inputs.max(axis=1) > 0  # (B, S, S)
+    rows = [np.flatnonzero(f.any(axis=1)) for f in filled]
+    cols = [np.flatnonzero(f.any(axis=0)) for f in filled]
+    hw = [(r[-1] + 1 if len(r) else 0, c[-1] + 1 if len(c) else 0) for r, c in zip(rows, cols, strict=True)]
+    return np.maximum(np.asarray(hw, dtype=np.int64).reshape(-1, 2), smallest)
+
+
+# Random prompts of the task-aware distillation: each side a log-uniform share of the image's.
+BOX_SIDE_SHARE = (0.04, 0.8)
+
+
+def random_boxes(hw: np.ndarray, per_image: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, 2) image sizes -> (B * per_image, 4) float32 XYXY model-frame boxes, image-major, each
+    inside its image, sides a log-uniform share ``BOX_SIDE_SHARE`` of the image's (>= 2 px)."""
+    size = np.repeat(hw, per_image, axis=0).astype(np.float64)  # (N, 2) h, w
+    low, high = np.log(BOX_SIDE_SHARE)
+    side = np.maximum(np.exp(rng.uniform(low, high, size=size.shape)) * size, 2.0)  # (N, 2) bh, bw
+    start = rng.uniform(0.0, 1.0, size=size.shape) * (size - side)  # (N, 2) y0, x0
+    y0, x0 = start[:, 0], start[:, 1]
+    y1, x1 = y0 + side[:, 0] - 1, x0 + side[:, 1] - 1
+    return np.round(np.stack([x0, y0, x1, y1], axis=1)).astype(np.float32)
+
+
+def valid_masks(hw: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """(N, 2) image sizes -> (N, 1, S, S) float32, 1 inside the resized image."""
+    out = np.zeros((len(hw), 1, size, size), np.float32)
+    for i, (h, w) in enumerate(hw):
+        out[i, 0, :h, :w] = 1.0
+    return out
+
+
 def teacher_embeddings(inputs: np.ndarray, teacher: SamSession, batch: int = 4) -> np.ndarray:
     """(N, 3, S, S) uint8 -> (N, 256, 64, 64) fp16 from the teacher IR."""
     out = [
