@@ -21,7 +21,7 @@ import torch
 
 from app.routing import routes_from_rows
 from app.sessions import MANIFEST_NAME, compile_config
-from common.machine import cpu_model_name
+from common.machine import cpu_isa, cpu_model_name
 from common.paths import MODELS
 from export.parity import HopResult, check, compare, parity_inputs
 from export.to_onnx import OPSET, export_decoder, export_encoder
@@ -227,8 +227,9 @@ def write_manifest(models_dir: Path, entries: dict[str, Any], weights_dir: Path 
 
 
 def build_identity() -> dict[str, str]:
-    """What a pinned build is keyed by: same OpenVINO and CPU model -> same bytes expected."""
-    return {"openvino": ov.__version__, "cpu": cpu_model_name()}
+    """What a pinned build is keyed by: same OpenVINO, CPU model and kernel ISA -> same bytes
+    expected (a generic model name such as "Intel(R) Xeon(R) Processor" covers several ISAs)."""
+    return {"openvino": ov.__version__, "cpu": cpu_model_name(), "isa": cpu_isa()}
 
 
 def matching_pin(pins: dict[str, Any], identity: dict[str, str]) -> dict[str, Any] | None:
