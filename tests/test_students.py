@@ -109,7 +109,9 @@ def test_case_images_takes_nonempty_slices_of_volumes(tmp_path: Path) -> None:
     assert len(case_images(tmp_path / "2DBox_US_x_1.npz", 4)) == 1
 
 
-def test_distillation_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
+def random_corpus() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A tiny distillation corpus: 4 random train views with random teacher embeddings, the first
+    2 also the validation slices (one square object each)."""
     rng = np.random.default_rng(0)
     inputs = rng.integers(0, 256, (4, 3, 256, 256), dtype=np.uint8)
     teacher = (rng.standard_normal((4, 256, 64, 64)) * 0.1).astype(np.float16)
@@ -117,7 +119,11 @@ def test_distillation_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> Non
     labels[:, 50:120, 60:140] = 1
     hw = np.full((2, 2), 256, np.int32)
     val = {"inputs": inputs[:2], "teacher": teacher[:2], "labels": labels, "hw": hw}
-    train = {"inputs": inputs, "teacher": teacher}
+    return {"inputs": inputs, "teacher": teacher}, val
+
+
+def test_distillation_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
+    train, val = random_corpus()
     cfg = DistillConfig(student="mobile_s", steps=4, batch=2, lr=1e-3, checkpoint_every=2, val_every=4)
     straight, log = distill(train, val, tmp_path / "a", cfg)
     assert [r["step"] for r in log] == [0, 1, 2, 3, 4]
@@ -202,18 +208,7 @@ def test_initial_encoder_starts_from_the_teacher(tmp_path: Path) -> None:
 
 
 def test_a_new_sitting_continues_from_the_git_carry(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    inputs = rng.integers(0, 256, (4, 3, 256, 256), dtype=np.uint8)
-    teacher = (rng.standard_normal((4, 256, 64, 64)) * 0.1).astype(np.float16)
-    labels = np.zeros((2, 256, 256), np.uint16)
-    labels[:, 50:120, 60:140] = 1
-    val = {
-        "inputs": inputs[:2],
-        "teacher": teacher[:2],
-        "labels": labels,
-        "hw": np.full((2, 2), 256, np.int32),
-    }
-    train = {"inputs": inputs, "teacher": teacher}
+    train, val = random_corpus()
     cfg = DistillConfig(student="mobile_s", steps=2, batch=2, lr=1e-3, checkpoint_every=1, val_every=2)
     carry = tmp_path / "carry" / "mobile_s.pt"
     first, _ = distill(train, val, tmp_path / "sitting1", cfg, carry)
@@ -382,14 +377,7 @@ def test_mask_distillation_loss_is_lowest_when_the_student_agrees_with_the_teach
 def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_path: Path) -> None:
     from train.distill.loop import run_name
 
-    rng = np.random.default_rng(0)
-    inputs = rng.integers(0, 256, (4, 3, 256, 256), dtype=np.uint8)
-    teacher = (rng.standard_normal((4, 256, 64, 64)) * 0.1).astype(np.float16)
-    labels = np.zeros((2, 256, 256), np.uint16)
-    labels[:, 50:120, 60:140] = 1
-    hw = np.full((2, 2), 256, np.int32)
-    val = {"inputs": inputs[:2], "teacher": teacher[:2], "labels": labels, "hw": hw}
-    train = {"inputs": inputs, "teacher": teacher}
+    train, val = random_corpus()
     plain = DistillConfig(student="mobile_s", steps=2, batch=2, lr=1e-3, checkpoint_every=2, val_every=2)
     carry = tmp_path / "mobile_s.pt"
     mse_student, _ = distill(train, val, tmp_path / "mse", plain, carry)
