@@ -97,8 +97,11 @@ train-specialists: $(MANIFEST)
 student-candidates: $(MANIFEST)
 	$(PY) -m evaluation.students
 
+# DISTILL_ARGS: e.g. the task-aware run (stop 29) =
+#   --kd-weight 1 --kd-boxes 1 --val-every 200 --start-from checkpoints/distill/tinyvit_r112d.pt
+DISTILL_ARGS ?=
 distill: $(MANIFEST)
-	$(PY) -m train.distill --data $(TRAIN_DATA) --gate
+	$(PY) -m train.distill --data $(TRAIN_DATA) --gate $(DISTILL_ARGS)
 
 clean:
 	rm -rf build demo/out models/*/ $(MANIFEST)
