@@ -20,7 +20,9 @@ def cpu_model_name() -> str:
 
 # The instruction-set extensions that choose torch's and OpenVINO's CPU kernels (and so, through
 # constant folding, the last bits of an exported IR).
-KERNEL_ISA = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+KERNEL_ISA = (
+    "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8"
+)  # fmt: skip
 
 
 def cpu_isa() -> str:

@@ -397,3 +397,32 @@ def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_p
     torch.save(old, carry)
     _, again = distill(train, val, tmp_path / "fresh", DistillConfig(**{**plain.__dict__, "steps": 3}), carry)
     assert [r["step"] for r in again][-1] == 3
+
+
+def test_the_student_gate_runs_the_app_on_the_models_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    import train.distill.gate as gate
+
+    seen = {}
+
+    def fake_gate(val_names, data, gate_dir, rule, models=None):
+        seen.update(models=models, val_names=val_names)
+        msg = "stop here"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(gate, "run_gate", fake_gate)
+    monkeypatch.setattr(gate, "write_candidate", lambda *a, **k: None)
+    args = argparse.Namespace(
+        weights=tmp_path / "w", gate_groups=None, student="mobile_s", probe=True, gate_dir=tmp_path / "g",
+        models=tmp_path / "elsewhere", start_from=None,
+    )  # fmt: skip
+    training = {"config": {**DistillConfig(student="mobile_s").__dict__}}
+    (tmp_path / "e.pt").write_bytes(b"weights")
+    with pytest.raises(RuntimeError, match="stop here"):
+        case = Path("2DBox_US_a_1.npz")
+        gate.gate_student("student_mobile_s", tmp_path / "e.pt", [case], tmp_path, args, training)
+    assert seen["models"] == tmp_path / "elsewhere"
+    assert seen["val_names"] == {"us_2d": ["2DBox_US_a_1.npz"]}

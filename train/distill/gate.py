@@ -13,6 +13,8 @@ from app.routing import modality
 from modeling.architectures.sam import build_architecture, encoder_gflops
 from modeling.checkpoint import sha256_file
 from modeling.registry import BASE_KEY, CARD_NAME
+from train.distill.loop import DistillConfig
+from train.distill.report import command_of
 from train.gate import (
     STUDENT_RULE,
     decisions,
@@ -130,11 +132,9 @@ def gate_student(
     gate_dir = args.gate_dir / "probe" if args.probe else args.gate_dir
     shutil.rmtree(gate_dir / "weights", ignore_errors=True)
     write_candidate(gate_dir / "weights" / key, card, weights)
-    command = f"make distill (python -m train.distill --student {args.student} --gate)"
-    if args.probe:
-        command = (f"python -m train.distill --student {args.student} --steps {training['config']['steps']} "
-                   "--probe (every route; ships nothing)")  # fmt: skip
-    results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE)
+    run = command_of(DistillConfig(**training["config"]), args.start_from)
+    command = f"{run} --probe (every route; ships nothing)" if args.probe else f"make distill ({run} --gate)"
+    results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE, models=args.models)
     report = args.report / ("probe" if args.probe else "gate")
     say = probe_verdict if args.probe else row_verdict
     write_report(results, rows, report, command, "student", set(training["sources"]), say)
