@@ -339,7 +339,8 @@ def test_a_partial_student_gate_refuses_to_replace_a_shipped_students_routes(tmp
 
 
 def test_random_boxes_lie_inside_the_resized_image_and_are_seeded() -> None:
-    from train.distill.samples import content_hw, random_boxes, valid_masks
+    from train.data import valid_masks
+    from train.distill.samples import content_hw, random_boxes
 
     inputs = np.zeros((2, 3, 256, 256), np.uint8)
     inputs[0, 1, :100, :256] = 9  # a wide image padded below
@@ -354,7 +355,7 @@ def test_random_boxes_lie_inside_the_resized_image_and_are_seeded() -> None:
     assert (x1 > x0).all() and (y1 > y0).all()
     assert np.ptp(x1 - x0) > 30  # sizes spread, not one box shape
     assert np.array_equal(boxes, random_boxes(hw, 50, np.random.default_rng(1)))
-    valid = valid_masks(hw)
+    valid = valid_masks(hw, 256)
     assert valid.shape == (2, 1, 256, 256) and valid[0].sum() == 100 * 256 and valid[1].sum() == 256 * 60
 
 

@@ -102,6 +102,14 @@ def training_box(
     return jitter_box(object_box(mask), rng, shift, pool.size)
 
 
+def valid_masks(hw: np.ndarray, size: int) -> np.ndarray:
+    """(N, 2) resized image sizes (h, w) -> (N, 1, S, S) float32, 1 inside the resized image."""
+    out = np.zeros((len(hw), 1, size, size), np.float32)
+    for i, (h, w) in enumerate(hw):
+        out[i, 0, :h, :w] = 1.0
+    return out
+
+
 def make_batch(
     pool: Pool, rows: np.ndarray, rng: np.random.Generator | None, shift: int, app_share: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -110,8 +118,8 @@ def make_batch(
     when ``rng`` is None (validation: tight boxes); ``app_share``: see :func:`training_box`."""
     size = pool.size
     emb = pool.embeddings[pool.objects[rows, 0]].astype(np.float32)
-    boxes, targets, valid = [], [], np.zeros((len(rows), 1, size, size), np.float32)
-    for b, (sample, label) in enumerate(pool.objects[rows]):
+    boxes, targets = [], []
+    for sample, label in pool.objects[rows]:
         mask = pool.labels[sample] == label
         boxes.append(
             object_box(mask)
@@ -119,6 +127,5 @@ def make_batch(
             else training_box(pool, sample, label, mask, rng, shift, app_share)
         )
         targets.append(mask[None].astype(np.float32))
-        newh, neww = pool.hw[sample]
-        valid[b, 0, :newh, :neww] = 1.0
+    valid = valid_masks(pool.hw[pool.objects[rows, 0]], size)
     return emb, np.stack(boxes), np.stack(targets), valid

@@ -19,8 +19,8 @@ from modeling.architectures.sam import BoxSAM, build_architecture
 from modeling.architectures.tiny_vit import ReducedResolution
 from modeling.checkpoint import state_fp16, state_fp32
 from modeling.registry import BASE, load_model
-from train.data import Pool, objects_of
-from train.distill.samples import content_hw, random_boxes, valid_masks
+from train.data import Pool, objects_of, valid_masks
+from train.distill.samples import SIZE, content_hw, random_boxes
 from train.loop import Trainee, decode, resumable_loop, save_atomic, val_dice
 from train.losses import mask_distillation_loss
 
@@ -215,7 +215,7 @@ def decoder_kd_loss(
     hw = content_hw(inputs)
     boxes = torch.from_numpy(random_boxes(hw, per_image, rng))
     index = torch.arange(len(inputs)).repeat_interleave(per_image)
-    valid = torch.from_numpy(valid_masks(np.repeat(hw, per_image, axis=0)))
+    valid = torch.from_numpy(valid_masks(np.repeat(hw, per_image, axis=0), SIZE))
     with torch.no_grad():
         target, _ = decode(decoder_model, teacher[index], boxes)
     logits, _ = decode(decoder_model, student[index], boxes)

@@ -74,14 +74,6 @@ def random_boxes(hw: np.ndarray, per_image: int, rng: np.random.Generator) -> np
     return np.round(np.stack([x0, y0, x1, y1], axis=1)).astype(np.float32)
 
 
-def valid_masks(hw: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """(N, 2) image sizes -> (N, 1, S, S) float32, 1 inside the resized image."""
-    out = np.zeros((len(hw), 1, size, size), np.float32)
-    for i, (h, w) in enumerate(hw):
-        out[i, 0, :h, :w] = 1.0
-    return out
-
-
 def teacher_embeddings(inputs: np.ndarray, teacher: SamSession, batch: int = 4) -> np.ndarray:
     """(N, 3, S, S) uint8 -> (N, 256, 64, 64) fp16 from the teacher IR."""
     out = [
