@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,15 @@ def objective_of(cfg: DistillConfig, start: Path | None) -> str:
 
 
 def command_of(cfg: DistillConfig, start: Path | None) -> str:
-    kd = f" --kd-weight {cfg.kd_weight:g} --kd-boxes {cfg.kd_boxes}" if cfg.kd_weight > 0 else ""
+    """The command that reruns (or resumes) this run: every setting that is not the default."""
+    default = asdict(DistillConfig())
+    settings = "".join(
+        f" --{k.replace('_', '-')} {v}"
+        for k, v in asdict(cfg).items()
+        if k not in ("student", "steps") and v != default[k]
+    )
     origin = f" --start-from {start}" if start is not None else ""
-    return f"python -m train.distill --student {cfg.student} --steps {cfg.steps}{kd}{origin}"
+    return f"python -m train.distill --student {cfg.student} --steps {cfg.steps}{settings}{origin}"
 
 
 def write_summary(
