@@ -12,7 +12,7 @@ from app.preprocessing import encoder_input
 from modeling.architectures.sam import ARCHITECTURES, build_architecture
 from modeling.architectures.students import STUDENTS, build_student
 from train.distill.loop import DistillConfig, distill
-from train.distill.samples import augment, case_images, quantised_input
+from train.distill.samples import augment, case_pairs, quantised_input
 
 
 @pytest.mark.parametrize("name", sorted(STUDENTS))
@@ -99,14 +99,61 @@ def test_quantised_input_is_the_app_input_to_within_one_step() -> None:
     assert np.abs(q / 255.0 - x[0]).max() <= 0.5 / 255 + 1e-6
 
 
-def test_case_images_takes_nonempty_slices_of_volumes(tmp_path: Path) -> None:
+def test_case_pairs_takes_nonempty_image_slices_of_volumes_with_their_labels(tmp_path: Path) -> None:
     vol = np.zeros((30, 8, 8), np.uint8)
     vol[10:20] = 5
-    np.savez(tmp_path / "3DBox_CT_x_1.npz", imgs=vol)
-    np.savez(tmp_path / "2DBox_US_x_1.npz", imgs=np.ones((8, 8, 3), np.uint8))
-    slices = case_images(tmp_path / "3DBox_CT_x_1.npz", 4)
-    assert len(slices) == 4 and all(s.max() == 5 for s in slices)
-    assert len(case_images(tmp_path / "2DBox_US_x_1.npz", 4)) == 1
+    gts = np.zeros((30, 8, 8), np.uint16)
+    gts[15:17, 2:4, 2:4] = 1  # objects on 2 of the 10 non-empty slices
+    np.savez(tmp_path / "3DBox_CT_x_1.npz", imgs=vol, gts=gts)
+    np.savez(tmp_path / "2DBox_US_x_1.npz", imgs=np.ones((8, 8, 3), np.uint8), gts=np.ones((8, 8), np.uint8))
+    pairs = case_pairs(tmp_path / "3DBox_CT_x_1.npz", 4)
+    assert len(pairs) == 4 and all(image.max() == 5 for image, _ in pairs)
+    assert [int(labels.any()) for _, labels in pairs] == [0, 0, 1, 0]  # slices 10, 13, 16, 19
+    assert len(case_pairs(tmp_path / "2DBox_US_x_1.npz", 4)) == 1
+
+
+def test_a_view_moves_the_labels_with_the_image(tmp_path: Path) -> None:
+    from train.distill.samples import case_views
+
+    labels = np.zeros((40, 60), np.uint16)
+    labels[5:12, 40:55] = 1
+    labels[30:38, 3:9] = 2
+    image = np.where(labels > 0, 255, 0).astype(np.uint8)
+    np.savez(tmp_path / "2DBox_US_x_1.npz", imgs=image, gts=labels)
+    views = case_views(tmp_path / "2DBox_US_x_1.npz", 8, 1, seed=3)
+    assert len(views) == 8 and np.array_equal(views[0][1], labels)
+    for view_image, view_labels in views:
+        # intensity changes are monotonic: the objects stay the brightest pixels, wherever they went
+        assert np.array_equal(view_image == view_image.max(), view_labels > 0)
+        assert sorted(np.bincount(view_labels.ravel())[1:]) == sorted(np.bincount(labels.ravel())[1:])
+    assert len({v[1].tobytes() for v in views}) > 2  # the views differ
+
+
+def test_object_boxes_cover_one_of_the_views_objects_or_fall_back_to_random() -> None:
+    from train.distill.samples import OBJECT_BOX_SHIFT, object_boxes
+
+    labels = np.zeros((2, 256, 256), np.uint16)
+    labels[0, 20:40, 100:180] = 3
+    labels[0, 200:220, 10:30] = 7
+    hw = np.array([[256, 256], [120, 200]])
+    boxes = object_boxes(labels, hw, 6, np.random.default_rng(0))
+    assert boxes.shape == (12, 4)
+    tight = np.array([[100, 20, 179, 39], [10, 200, 29, 219]], np.float32)
+    nearest = np.abs(boxes[:6, None] - tight[None]).max(axis=2).min(axis=1)
+    assert (nearest <= OBJECT_BOX_SHIFT).all()
+    assert (boxes[6:, 2] < 200).all() and (boxes[6:, 3] < 120).all()  # random, inside the image
+
+
+def test_soft_target_bce_is_stationary_at_agreement_and_soft_dice_is_not() -> None:
+    from train.losses import mask_distillation_loss, soft_target_bce
+
+    torch.manual_seed(0)
+    teacher = torch.randn(3, 1, 32, 32) * 3
+    valid = torch.ones_like(teacher)
+    for loss, stationary in ((soft_target_bce, True), (mask_distillation_loss, False)):
+        student = teacher.clone().requires_grad_(True)
+        loss(student, teacher, valid).backward()
+        assert (student.grad.abs().max() < 1e-6) == stationary, loss.__name__
 
 
 def random_corpus() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -164,6 +211,17 @@ def test_make_distill_runs_end_to_end_on_a_tiny_corpus(tmp_path: Path, models_di
     assert torch.load(tmp_path / "carry.pt", weights_only=False)["step"] == 2
     assert "| 2 | 4 |" in (report / "distill.md").read_text()
     assert (report / "distill.png").stat().st_size > 0
+    # The task-aware run with object prompts: a labels cache beside the teacher's, view for view.
+    kd_report = tmp_path / "kd_report"
+    kd = [*args[: args.index("--report")], "--report", str(kd_report), "--carry", str(tmp_path / "kd.pt"),
+          *args[args.index("--student"):], "--kd-weight", "1", "--kd-boxes", "1", "--kd-prompts", "objects",
+          "--kd-loss", "bce", "--start-from", str(tmp_path / "carry.pt")]  # fmt: skip
+    assert main(kd) == 0
+    with np.load(tmp_path / "c" / "train_labels" / "3DBox_CT_c_3.npz") as cached:
+        assert cached["labels"].shape == (4, 256, 256) and cached["labels"].max() >= 1
+    summary = (kd_report / "distill.md").read_text()
+    assert "own objects" in summary and "| 2DBox_US_b |" in summary
+    assert (tmp_path / "o" / "mobile_s_kd_objects_bce" / "state.pt").is_file()
 
 
 def test_teacher_at_reduced_size_keeps_every_teacher_weight_and_the_embedding_grid() -> None:
@@ -384,6 +442,10 @@ def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_p
     mse_student, _ = distill(train, val, tmp_path / "mse", plain, carry)
     kd = DistillConfig(**{**plain.__dict__, "kd_weight": 1.0, "kd_boxes": 1})
     assert run_name(plain) == "mobile_s" and run_name(kd) == "mobile_s_kd"
+    objects = DistillConfig(**{**kd.__dict__, "kd_prompts": "objects", "kd_loss": "bce"})
+    assert run_name(objects) == "mobile_s_kd_objects_bce"
+    with pytest.raises(ValueError, match="labels"):
+        distill(train, val, tmp_path / "obj", objects)
     kd_student, log = distill(train, val, tmp_path / "kd", kd, tmp_path / "kd.pt", start=carry)
     assert [r["step"] for r in log] == [0, 1, 2]
     assert all(r["train_kd"] > 0 for r in log[1:])

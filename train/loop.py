@@ -51,9 +51,8 @@ def decode(model: BoxSAM, emb: torch.Tensor, boxes: torch.Tensor) -> tuple[torch
     return model.mask_decoder(emb, model.prompt_encoder.dense_pe(), sparse, dense)
 
 
-def val_dice(model: BoxSAM, pool: Pool, limit: int, batch: int = 8) -> float:
-    """Mean Dice of (logits > 0) on the first ``limit`` objects, tight boxes, resized frame."""
-    rows = np.arange(min(limit, len(pool.objects)))
+def object_dice(model: BoxSAM, pool: Pool, rows: np.ndarray, batch: int = 8) -> np.ndarray:
+    """Dice of (logits > 0) for the objects ``rows`` of ``pool``, tight boxes, resized frame: (M,)."""
     scores = []
     model.eval()
     with torch.no_grad():
@@ -64,7 +63,13 @@ def val_dice(model: BoxSAM, pool: Pool, limit: int, batch: int = 8) -> float:
             inter = (pred & (target > 0)).sum(axis=(1, 2, 3))
             total = pred.sum(axis=(1, 2, 3)) + target.sum(axis=(1, 2, 3))
             scores.extend(2 * inter / np.maximum(total, 1))
-    return float(np.mean(scores)) if scores else float("nan")
+    return np.asarray(scores, dtype=np.float64)
+
+
+def val_dice(model: BoxSAM, pool: Pool, limit: int, batch: int = 8) -> float:
+    """Mean Dice of (logits > 0) on the first ``limit`` objects, tight boxes, resized frame."""
+    scores = object_dice(model, pool, np.arange(min(limit, len(pool.objects))), batch)
+    return float(np.mean(scores)) if len(scores) else float("nan")
 
 
 def _resumable(config: dict) -> dict:

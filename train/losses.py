@@ -47,3 +47,17 @@ def mask_distillation_loss(
     (soft targets), inside the resized image. Shapes (B, 1, S, S)."""
     target = torch.sigmoid(teacher_logits)
     return masked_bce(student_logits, target, valid) + soft_dice_loss(student_logits, target, valid)
+
+
+def soft_target_bce(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """BCE of the student's mask logits against the teacher's mask probabilities, inside the
+    resized image: a proper scoring rule, lowest (zero gradient) where the student's logits
+    equal the teacher's. (Soft Dice is not: against soft targets it pulls the student's
+    probabilities towards 0/1, sharper than the teacher's.) Shapes (B, 1, S, S)."""
+    return masked_bce(student_logits, torch.sigmoid(teacher_logits), valid)
+
+
+# The task-aware term's mask loss, by name (``DistillConfig.kd_loss``).
+MASK_DISTILLATION_LOSSES = {"bce_dice": mask_distillation_loss, "bce": soft_target_bce}

@@ -44,15 +44,19 @@ from modeling.registry import BASE_KEY, WEIGHTS_DIR
 from train.distill.gate import ENCODER_FILE, gate_student
 from train.distill.loop import (
     CARRY_DIR,
+    KD_PROMPTS,
     DistillConfig,
     base_decoder_model,
     distill,
+    proxy_by_source,
     proxy_dice,
     run_name,
+    student_embeddings,
 )
 from train.distill.report import plot_log, write_log, write_summary
-from train.distill.samples import load_arrays, train_sample, val_sample
+from train.distill.samples import load_arrays, slice_sources, train_labels, train_sample, val_sample
 from train.groups import GROUPS
+from train.losses import MASK_DISTILLATION_LOSSES
 from train.provenance import sources_of
 from train.samples import cache_cases, split_paths
 
@@ -91,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         help="gate the student on every route, specialists' included, into <report>/probe/; ship nothing",
     )
     parser.add_argument("--gate-groups", nargs="*", default=None, choices=list(GROUPS), help="only these")
+    choices = {"kd_prompts": KD_PROMPTS, "kd_loss": tuple(MASK_DISTILLATION_LOSSES)}
     for name, default in asdict(DistillConfig()).items():
         kind = str if name == "student" else type(default)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+        flag = f"--{name.replace('_', '-')}"
+        parser.add_argument(flag, type=kind, default=default, choices=choices.get(name))
     args = parser.parse_args(argv)
     if args.student not in [*STUDENTS, *TEACHER_AT]:
         parser.error(f"unknown student {args.student!r}; candidates: {sorted([*STUDENTS, *TEACHER_AT])}")
@@ -115,10 +121,24 @@ def main(argv: list[str] | None = None) -> int:
         cases["val"], args.cache / "val", lambda p: val_sample(p, teacher, args.val_per_volume), "distill"
     )
     train = load_arrays(train_files, ("inputs", "teacher"))
+    if cfg.kd_weight > 0 and cfg.kd_prompts == "objects":
+        label_files = cache_cases(
+            cases["train"],
+            args.cache / "train_labels",
+            lambda p: train_labels(p, args.views, args.per_volume, cfg.seed),
+            "distill",
+        )
+        train["labels"] = load_arrays(label_files, ("labels",))["labels"]
+        if len(train["labels"]) != len(train["inputs"]):
+            msg = (f"distill: {args.cache}: {len(train['labels'])} label views for {len(train['inputs'])} "
+                   "cached views; were both caches made with the same --views/--per-volume?")  # fmt: skip
+            raise SystemExit(msg)
     val = load_arrays(val_files, ("inputs", "teacher", "labels", "hw"))
+    val["source"] = slice_sources(val_files)
     print(f"distill: {len(train['inputs'])} train views of {len(train_files)} cases, "
           f"{len(val['inputs'])} validation slices of {len(val_files)} cases", file=sys.stderr)  # fmt: skip
-    teacher_dice = proxy_dice(base_decoder_model(), val["teacher"], val, cfg.val_objects_per_slice)
+    decoder_model = base_decoder_model()
+    teacher_dice = proxy_dice(decoder_model, val["teacher"], val, cfg.val_objects_per_slice)
     carry = args.carry or CARRY_DIR / f"{run}.pt"
     encoder, log = distill(train, val, args.out / run, cfg, carry, args.start_from)
     weights = args.out / run / ENCODER_FILE
@@ -128,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
     sizes = {"train_cases": len(train_files), "train_views": len(train["inputs"]),
              "val_cases": len(val_files), "val_slices": len(val["inputs"])}  # fmt: skip
-    write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md", args.start_from)
+    sources = {
+        who: proxy_by_source(decoder_model, emb, val, cfg.val_objects_per_slice)
+        for who, emb in (("teacher", val["teacher"]), ("student", student_embeddings(encoder, val["inputs"])))
+    }
+    write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md", args.start_from, sources)
     print(f"distill: wrote {weights}, {args.report}/distill_log.csv, distill.png "
           f"(teacher proxy Dice {teacher_dice:.4f})", file=sys.stderr)  # fmt: skip
     if args.gate or args.probe:

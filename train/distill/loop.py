@@ -20,9 +20,9 @@ from modeling.architectures.tiny_vit import ReducedResolution
 from modeling.checkpoint import state_fp16, state_fp32
 from modeling.registry import BASE, load_model
 from train.data import Pool, objects_of, valid_masks
-from train.distill.samples import SIZE, content_hw, random_boxes
-from train.loop import Trainee, decode, resumable_loop, save_atomic, val_dice
-from train.losses import mask_distillation_loss
+from train.distill.samples import SIZE, content_hw, object_boxes, random_boxes
+from train.loop import Trainee, decode, object_dice, resumable_loop, save_atomic
+from train.losses import MASK_DISTILLATION_LOSSES
 
 CARRY_DIR = Path("checkpoints/distill")
 
@@ -57,11 +57,25 @@ class DistillConfig:
     # ``kd_boxes`` random boxes per view (no labels). 0 = embedding MSE only (runs up to stop 28).
     kd_weight: float = 0.0
     kd_boxes: int = 2
+    # Stop 30: the term's prompts, "random" (stop 29's run) or "objects" (the view's own objects'
+    # jittered tight boxes: the prompts users give; needs the train labels cache), and its loss
+    # (train.losses.MASK_DISTILLATION_LOSSES), "bce_dice" (stop 29's run) or "bce".
+    kd_prompts: str = "random"
+    kd_loss: str = "bce_dice"
+
+
+KD_PROMPTS = ("random", "objects")
 
 
 def run_name(cfg: DistillConfig) -> str:
-    """A run's name (its carry, build folder and report): the student, ``_kd`` for task-aware runs."""
-    return cfg.student + ("_kd" if cfg.kd_weight > 0 else "")
+    """A run's name (its carry, build folder and report): the student; ``_kd`` for task-aware
+    runs, then each of their settings that is not stop 29's (``_kd_objects_bce``)."""
+    if cfg.kd_weight <= 0:
+        return cfg.student
+    default = DistillConfig()
+    settings = (("kd_prompts", cfg.kd_prompts), ("kd_loss", cfg.kd_loss))
+    changed = [v for k, v in settings if v != getattr(default, k)]
+    return "_".join([cfg.student, "kd", *changed])
 
 
 def initial_encoder(student: str) -> torch.nn.Module:
@@ -178,14 +192,41 @@ def capped_objects(labels: np.ndarray, per_slice: int) -> np.ndarray:
     return rows[np.sort(np.asarray(keep, dtype=np.int64))]
 
 
+def proxy_scores(
+    decoder_model: BoxSAM, embeddings: np.ndarray, val: dict[str, np.ndarray], per_slice: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The end-to-end proxy: LiteMedSAM's decoder on ``embeddings``, tight boxes, model frame ->
+    (Dice per scored object (M,), the slice of each (M,))."""
+    objects = capped_objects(val["labels"], per_slice)
+    pool = Pool(embeddings.astype(np.float16), val["labels"], val["hw"], objects)
+    return object_dice(decoder_model, pool, np.arange(len(objects))), objects[:, 0]
+
+
 def proxy_dice(
     decoder_model: BoxSAM, embeddings: np.ndarray, val: dict[str, np.ndarray], per_slice: int
 ) -> float:
-    """The end-to-end proxy: LiteMedSAM's decoder on ``embeddings``, tight boxes, model frame."""
-    pool = Pool(
-        embeddings.astype(np.float16), val["labels"], val["hw"], capped_objects(val["labels"], per_slice)
-    )
-    return val_dice(decoder_model, pool, limit=len(pool.objects))
+    """The proxy's mean Dice over every scored object."""
+    scores, _ = proxy_scores(decoder_model, embeddings, val, per_slice)
+    return float(np.mean(scores)) if len(scores) else float("nan")
+
+
+def by_source(scores: np.ndarray, slices: np.ndarray, source: np.ndarray) -> dict[str, float]:
+    """Per-object scores of the slices ``slices`` -> their mean per source (``source``: each slice's)."""
+    of_object = source[slices]
+    return {str(s): float(np.mean(scores[of_object == s])) for s in np.unique(of_object)}
+
+
+def proxy_by_source(
+    decoder_model: BoxSAM, embeddings: np.ndarray, val: dict[str, np.ndarray], per_slice: int
+) -> dict[str, float]:
+    """The proxy's mean Dice per validation source (``val["source"]``: each slice's)."""
+    return by_source(*proxy_scores(decoder_model, embeddings, val, per_slice), val["source"])
+
+
+def worst_gap(student: dict[str, float], teacher: dict[str, float]) -> tuple[str, float]:
+    """The source where the student's proxy Dice falls furthest below the teacher's, and by how much."""
+    source = min(student, key=lambda s: student[s] - teacher[s])
+    return source, student[source] - teacher[source]
 
 
 def validate(
@@ -194,32 +235,54 @@ def validate(
     val: dict[str, np.ndarray],
     stages: int = 0,
     per_slice: int = 8,
+    teacher_by_source: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Validation embedding MSE and the end-to-end proxy Dice with LiteMedSAM's decoder."""
+    """Validation embedding MSE and the end-to-end proxy Dice with LiteMedSAM's decoder; with
+    the teacher's proxy per source, also the worst source's gap to it (``val_worst_gap``; the
+    source is printed: a pooled Dice hid 10-point losses on single sources at stop 29)."""
     emb = student_embeddings(encoder, val["inputs"], val.get("trunk"), stages)
     mse = float(np.mean((emb - val["teacher"].astype(np.float32)) ** 2))
-    return {"val_mse": mse, "val_dice": proxy_dice(decoder_model, emb, val, per_slice)}
+    scores, slices = proxy_scores(decoder_model, emb, val, per_slice)
+    row = {"val_mse": mse, "val_dice": float(np.mean(scores)) if len(scores) else float("nan")}
+    if teacher_by_source:
+        source, gap = worst_gap(by_source(scores, slices, val["source"]), teacher_by_source)
+        print(f"distill: worst validation source {source}: {gap:+.4f} proxy Dice vs the teacher",
+              file=sys.stderr)  # fmt: skip
+        row["val_worst_gap"] = gap
+    return row
+
+
+def kd_prompts(
+    cfg: DistillConfig, inputs: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The task-aware term's prompts for a batch of cached views: ((B, 2) image sizes, (B *
+    kd_boxes, 4) model-frame XYXY boxes, image-major)."""
+    hw = content_hw(inputs)
+    if cfg.kd_prompts == "objects":
+        return hw, object_boxes(labels, hw, cfg.kd_boxes, rng)
+    return hw, random_boxes(hw, cfg.kd_boxes, rng)
 
 
 def decoder_kd_loss(
     decoder_model: BoxSAM,
     student: torch.Tensor,
     teacher: torch.Tensor,
-    inputs: np.ndarray,
-    per_image: int,
-    rng: np.random.Generator,
+    hw: np.ndarray,
+    boxes: np.ndarray,
+    loss: str,
 ) -> torch.Tensor:
-    """The task-aware term: (B, 256, 64, 64) student / teacher embeddings of the cached views
-    ``inputs`` (B, 3, S, S) uint8, ``per_image`` random boxes each -> BCE + soft Dice of the
-    frozen decoder's masks on the student's embedding against those on the teacher's."""
-    hw = content_hw(inputs)
-    boxes = torch.from_numpy(random_boxes(hw, per_image, rng))
-    index = torch.arange(len(inputs)).repeat_interleave(per_image)
+    """The task-aware term: (B, 256, 64, 64) student / teacher embeddings of B cached views of
+    sizes ``hw`` (B, 2), ``boxes`` (B * K, 4) prompts (K per view, image-major) -> the mask loss
+    ``loss`` (MASK_DISTILLATION_LOSSES) of the frozen decoder's masks on the student's
+    embedding against those on the teacher's."""
+    per_image = len(boxes) // len(hw)
+    index = torch.arange(len(hw)).repeat_interleave(per_image)
     valid = torch.from_numpy(valid_masks(np.repeat(hw, per_image, axis=0), SIZE))
+    prompts = torch.from_numpy(boxes)
     with torch.no_grad():
-        target, _ = decode(decoder_model, teacher[index], boxes)
-    logits, _ = decode(decoder_model, student[index], boxes)
-    return mask_distillation_loss(logits, target, valid)
+        target, _ = decode(decoder_model, teacher[index], prompts)
+    logits, _ = decode(decoder_model, student[index], prompts)
+    return MASK_DISTILLATION_LOSSES[loss](logits, target, valid)
 
 
 def distill(
@@ -234,6 +297,9 @@ def distill(
     else a new run from ``start``'s weights when given); the state is written back to ``carry`` at
     the end. (student encoder, log rows). A run whose state has reached ``cfg.steps`` computes
     nothing (the report and carry are rewritten)."""
+    if cfg.kd_weight > 0 and cfg.kd_prompts == "objects" and "labels" not in train:
+        msg = "kd_prompts 'objects' needs the train views' labels (train['labels'])"
+        raise ValueError(msg)
     torch.manual_seed(cfg.seed)
     encoder = initial_encoder(cfg.student)
     stages = freeze_trunk(encoder, cfg.frozen_stages)
@@ -268,7 +334,9 @@ def distill(
         row = {"train_mse": float(mse.detach())}
         loss = mse
         if cfg.kd_weight > 0:
-            kd = decoder_kd_loss(decoder_model, emb, target, part["inputs"][rows], cfg.kd_boxes, rng)
+            labels = part["labels"][rows] if cfg.kd_prompts == "objects" else None
+            hw, boxes = kd_prompts(cfg, part["inputs"][rows], labels, rng)
+            kd = decoder_kd_loss(decoder_model, emb, target, hw, boxes, cfg.kd_loss)
             loss = mse + cfg.kd_weight * kd
             row["train_kd"] = float(kd.detach())
         opt.zero_grad()
@@ -276,8 +344,13 @@ def distill(
         opt.step()
         return row
 
+    per_slice = cfg.val_objects_per_slice
+    teacher_by_source = (
+        proxy_by_source(decoder_model, val["teacher"], val, per_slice) if "source" in val else None
+    )
+
     def validation() -> dict[str, float]:
-        return validate(encoder, decoder_model, with_trunk(val, "val"), stages, cfg.val_objects_per_slice)
+        return validate(encoder, decoder_model, with_trunk(val, "val"), stages, per_slice, teacher_by_source)
 
     trainee = Trainee(
         name=cfg.student, key="encoder", module=encoder, optimizer=opt, step=one_step, validate=validation

@@ -12,11 +12,11 @@ from common.machine import describe
 from common.reports import write_csv, write_report
 from modeling.architectures.tiny_vit import TEACHER_AT
 from train.distill.loop import DistillConfig, run_name
-from train.distill.samples import BOX_SIDE_SHARE
+from train.distill.samples import BOX_SIDE_SHARE, OBJECT_BOX_SHIFT
 
 
 def write_log(log: list[dict], teacher_dice: float, path: Path) -> None:
-    fields = ["step", "train_mse", "train_kd", "val_mse", "val_dice", "teacher_val_dice"]
+    fields = ["step", "train_mse", "train_kd", "val_mse", "val_dice", "val_worst_gap", "teacher_val_dice"]
     rows = [{**row, "teacher_val_dice": teacher_dice if "val_dice" in row else ""} for row in log]
     write_csv(path, rows, fields)
 
@@ -65,15 +65,29 @@ def start_of(cfg: DistillConfig) -> str:
     )
 
 
+# How each task-aware setting reads in the report.
+PROMPT_WORDS = {
+    "random": f"random box(es) per view (sides {BOX_SIDE_SHARE[0]:g}-{BOX_SIDE_SHARE[1]:g} of the image's, "
+    "log-uniform; no labels)",
+    "objects": f"box(es) per view, each the tight box of one of the view's own objects (train labels, "
+    f"through the view's flips and turns), sides jittered by up to {OBJECT_BOX_SHIFT} px; a random box "
+    "where the view holds no object",
+}
+LOSS_WORDS = {
+    "bce_dice": "(BCE + soft Dice)",
+    "bce": "BCE (soft targets: lowest where the student's mask logits equal the teacher's)",
+}
+
+
 def objective_of(cfg: DistillConfig, start: Path | None) -> str:
     """What the run minimises, and where a new run started from."""
     if cfg.kd_weight == 0:
         return "Loss: MSE to the teacher's embedding."
     return (
-        f"Loss (task-aware): MSE to the teacher's embedding + {cfg.kd_weight:g} x (BCE + soft Dice) of "
+        f"Loss (task-aware): MSE to the teacher's embedding + {cfg.kd_weight:g} x {LOSS_WORDS[cfg.kd_loss]} "
+        "of "
         "LiteMedSAM's frozen prompt encoder + mask decoder on the student's embedding against the same "
-        f"on the teacher's, {cfg.kd_boxes} random box(es) per view (sides {BOX_SIDE_SHARE[0]:g}-"
-        f"{BOX_SIDE_SHARE[1]:g} of the image's, log-uniform; no labels)."
+        f"on the teacher's, {cfg.kd_boxes} {PROMPT_WORDS[cfg.kd_prompts]}."
         + (f" Step 0 is the weights of `{start}`." if start is not None else "")
     )
 
@@ -97,8 +111,10 @@ def write_summary(
     sizes: dict[str, int],
     path: Path,
     start: Path | None = None,
+    sources: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    """``reports/students/<run>/distill.md``: what was trained on what, and the learning curve."""
+    """``reports/students/<run>/distill.md``: what was trained on what, the learning curve and,
+    given ``sources`` ({"teacher"|"student": {source: proxy Dice}}), the end's proxy per source."""
     val = [r for r in log if "val_dice" in r]
     lines = [
         f"# Distillation: student `{cfg.student}` from TinyViT (LiteMedSAM)",
@@ -117,14 +133,33 @@ def write_summary(
         f"embeddings, tight boxes, model frame. The same on TinyViT's own embeddings: **{teacher_dice:.4f}** "
         "(the reference, not a ceiling: the student may pass it).",
         "",
-        "| step | images seen | val embedding MSE | val proxy Dice | gap to TinyViT |",
-        "|---|---|---|---|---|",
+        "| step | images seen | val embedding MSE | val proxy Dice | gap to TinyViT | worst source's gap |",
+        "|---|---|---|---|---|---|",
         *(
             f"| {r['step']} | {r['step'] * cfg.batch} | {r['val_mse']:.4f} | {r['val_dice']:.4f} | "
-            f"{r['val_dice'] - teacher_dice:+.4f} |"
+            f"{r['val_dice'] - teacher_dice:+.4f} | "
+            + (f"{r['val_worst_gap']:+.4f} |" if "val_worst_gap" in r else "(not logged) |")
             for r in val
         ),
         "",
         "![learning curve](distill.png)",
+        *source_table(sources),
     ]
     write_report(path, lines)
+
+
+def source_table(sources: dict[str, dict[str, float]] | None) -> list[str]:
+    """The end of the run's proxy Dice per validation source, worst gap first (empty without)."""
+    if not sources:
+        return []
+    teacher, student = sources["teacher"], sources["student"]
+    order = sorted(teacher, key=lambda s: student[s] - teacher[s])
+    return [
+        "",
+        "Proxy Dice per validation source at the end (the same tight boxes, at most the val objects "
+        "per slice; the gate and probe run the real app):",
+        "",
+        "| source | TinyViT | student | gap |",
+        "|---|---|---|---|",
+        *(f"| {s} | {teacher[s]:.4f} | {student[s]:.4f} | {student[s] - teacher[s]:+.4f} |" for s in order),
+    ]

@@ -3,41 +3,82 @@ and validation object slices, each with the teacher's (TinyViT IR) embedding, ca
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from app.preprocessing import encoder_input
-from app.routing import case_dims
+from app.routing import case_dims, source_tag
 from app.sessions import SamSession
+from train.data import jitter_box, object_box
 from train.samples import choose_slices, labels_to_model
 
 SIZE = 256  # the encoder's input side (LiteMedSAM's operating point)
 
 
-def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(H, W) or (H, W, 3) uint8 -> a random view: flips, a multiple of 90 degrees, gamma in
-    [0.7, 1.5], contrast in [0.8, 1.2] about the mean. uint8 out, same channels."""
-    out = image
-    if rng.random() < 0.5:
-        out = out[:, ::-1]
-    if rng.random() < 0.5:
-        out = out[::-1]
-    out = np.rot90(out, k=int(rng.integers(0, 4)), axes=(0, 1))
-    x = out.astype(np.float32) / 255.0
-    x = x ** float(rng.uniform(0.7, 1.5))
-    x = (x - x.mean()) * float(rng.uniform(0.8, 1.2)) + x.mean()
+@dataclass(frozen=True)
+class View:
+    """One augmented view: flips, quarter turns (counter-clockwise), gamma, contrast."""
+
+    flip_lr: bool
+    flip_ud: bool
+    quarter_turns: int
+    gamma: float
+    contrast: float
+
+
+def draw_view(rng: np.random.Generator) -> View:
+    """A random view: each flip with probability 1/2, 0-3 quarter turns, gamma in [0.7, 1.5],
+    contrast in [0.8, 1.2] (drawn in this order: the cached views depend on it)."""
+    flip_lr, flip_ud = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    turns = int(rng.integers(0, 4))
+    return View(flip_lr, flip_ud, turns, float(rng.uniform(0.7, 1.5)), float(rng.uniform(0.8, 1.2)))
+
+
+def view_geometry(array: np.ndarray, view: View) -> np.ndarray:
+    """(H, W) or (H, W, C) -> the view's flips and turns of it (images and label maps alike)."""
+    out = array[:, ::-1] if view.flip_lr else array
+    out = out[::-1] if view.flip_ud else out
+    return np.ascontiguousarray(np.rot90(out, k=view.quarter_turns, axes=(0, 1)))
+
+
+def view_intensity(image: np.ndarray, view: View) -> np.ndarray:
+    """uint8 image -> the view's gamma, then its contrast about the mean; uint8 out."""
+    x = (image.astype(np.float32) / 255.0) ** view.gamma
+    x = (x - x.mean()) * view.contrast + x.mean()
     return np.ascontiguousarray(np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def case_images(path: Path, per_volume: int) -> list[np.ndarray]:
-    """The 2D image, or up to ``per_volume`` evenly spread non-empty slices of a volume."""
+def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 -> a random view (:func:`draw_view`); uint8 out, same channels."""
+    view = draw_view(rng)
+    return view_intensity(view_geometry(image, view), view)
+
+
+def case_pairs(path: Path, per_volume: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) of the 2D case, or of up to ``per_volume`` evenly spread non-empty image
+    slices of a volume (chosen by the image, not the labels: slices without objects count)."""
     with np.load(path, allow_pickle=False) as data:
-        imgs = data["imgs"]
+        imgs, gts = data["imgs"], data["gts"]
     if case_dims(path.name) != 3:
-        return [imgs]
-    nonempty = choose_slices(imgs > 0, per_volume)
-    return [imgs[z] for z in nonempty]
+        return [(imgs, gts)]
+    return [(imgs[z], gts[z]) for z in choose_slices(imgs > 0, per_volume)]
+
+
+def case_views(path: Path, views: int, per_volume: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) of every cached view of a train case, image-major: ``views`` per image,
+    the first as is, the others :func:`draw_view` views (seeded by ``seed`` and the case name)."""
+    rng = np.random.default_rng([seed, *path.name.encode()])
+    out = []
+    for image, labels in case_pairs(path, per_volume):
+        for v in range(views):
+            if v == 0:
+                out.append((image, labels))
+                continue
+            view = draw_view(rng)
+            out.append((view_intensity(view_geometry(image, view), view), view_geometry(labels, view)))
+    return out
 
 
 def quantised_input(image: np.ndarray) -> np.ndarray:
@@ -74,6 +115,24 @@ def random_boxes(hw: np.ndarray, per_image: int, rng: np.random.Generator) -> np
     return np.round(np.stack([x0, y0, x1, y1], axis=1)).astype(np.float32)
 
 
+# Jitter of the object prompts (pixels per side, model frame): the baseline's training used 5.
+OBJECT_BOX_SHIFT = 5
+
+
+def object_boxes(labels: np.ndarray, hw: np.ndarray, per_image: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, S, S) model-frame labels of the views, (B, 2) their image sizes -> (B * per_image, 4)
+    float32 XYXY prompts, image-major: each the tight box of one of the view's objects (drawn
+    at random), jittered by ``OBJECT_BOX_SHIFT``; a :func:`random_boxes` box where the view
+    holds no object (volume slices without one)."""
+    out = random_boxes(hw, per_image, rng)
+    for i, view in enumerate(labels):
+        present = np.unique(view[view > 0])
+        for j in range(per_image if len(present) else 0):
+            mask = view == present[rng.integers(0, len(present))]
+            out[i * per_image + j] = jitter_box(object_box(mask), rng, OBJECT_BOX_SHIFT, view.shape[0])
+    return out
+
+
 def teacher_embeddings(inputs: np.ndarray, teacher: SamSession, batch: int = 4) -> np.ndarray:
     """(N, 3, S, S) uint8 -> (N, 256, 64, 64) fp16 from the teacher IR."""
     out = [
@@ -86,12 +145,22 @@ def teacher_embeddings(inputs: np.ndarray, teacher: SamSession, batch: int = 4) 
 def train_sample(
     path: Path, teacher: SamSession, views: int, per_volume: int, seed: int
 ) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([seed, *path.name.encode()])
-    images = case_images(path, per_volume)
-    inputs = np.stack(
-        [quantised_input(img if v == 0 else augment(img, rng)) for img in images for v in range(views)]
-    ) if images else np.zeros((0, 3, SIZE, SIZE), np.uint8)  # fmt: skip
+    pairs = case_views(path, views, per_volume, seed)
+    inputs = (
+        np.stack([quantised_input(image) for image, _ in pairs])
+        if pairs
+        else np.zeros((0, 3, SIZE, SIZE), np.uint8)
+    )
     return {"inputs": inputs, "teacher": teacher_embeddings(inputs, teacher)}
+
+
+def train_labels(path: Path, views: int, per_volume: int, seed: int) -> dict[str, np.ndarray]:
+    """The model-frame labels (N, S, S) uint16 of the views :func:`train_sample` caches, in its
+    order (the task-aware term's object prompts; a cache of its own, so that the teacher's
+    embeddings need not be recomputed)."""
+    pairs = case_views(path, views, per_volume, seed)
+    labels = [labels_to_model(lab, SIZE) for _, lab in pairs]
+    return {"labels": np.stack(labels) if labels else np.zeros((0, SIZE, SIZE), np.uint16)}
 
 
 def val_sample(path: Path, teacher: SamSession, per_volume: int) -> dict[str, np.ndarray]:
@@ -116,3 +185,14 @@ def load_arrays(files: list[Path], keys: tuple[str, ...]) -> dict[str, np.ndarra
             for k in keys:
                 parts[k].append(data[k])
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def slice_sources(files: list[Path]) -> np.ndarray:
+    """Every cached slice's source of ``files`` (``<case>.npz``), in :func:`load_arrays` order, as
+    ``<dims>Box_<modality>_<source>`` (one source tag can hold several modalities: IBSISTS)."""
+    parts = []
+    for path in files:
+        name = "_".join([*path.name.split("_")[:2], source_tag(path.name)])
+        with np.load(path) as data:
+            parts.append(np.full(len(data["hw"]), name))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=str)
