@@ -444,6 +444,7 @@ def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_p
     assert run_name(plain) == "mobile_s" and run_name(kd) == "mobile_s_kd"
     objects = DistillConfig(**{**kd.__dict__, "kd_prompts": "objects", "kd_loss": "bce"})
     assert run_name(objects) == "mobile_s_kd_objects_bce"
+    assert run_name(DistillConfig(**{**objects.__dict__, "kd_weight": 0.05})) == "mobile_s_kd0.05_objects_bce"
     with pytest.raises(ValueError, match="labels"):
         distill(train, val, tmp_path / "obj", objects)
     kd_student, log = distill(train, val, tmp_path / "kd", kd, tmp_path / "kd.pt", start=carry)

@@ -69,13 +69,15 @@ KD_PROMPTS = ("random", "objects")
 
 def run_name(cfg: DistillConfig) -> str:
     """A run's name (its carry, build folder and report): the student; ``_kd`` for task-aware
-    runs, then each of their settings that is not stop 29's (``_kd_objects_bce``)."""
+    runs (``_kd0.05`` for a weight other than stop 29's 1), then each of their settings that is
+    not stop 29's (``_kd_objects_bce``)."""
     if cfg.kd_weight <= 0:
         return cfg.student
     default = DistillConfig()
     settings = (("kd_prompts", cfg.kd_prompts), ("kd_loss", cfg.kd_loss))
     changed = [v for k, v in settings if v != getattr(default, k)]
-    return "_".join([cfg.student, "kd", *changed])
+    kd = "kd" if cfg.kd_weight == 1 else f"kd{cfg.kd_weight:g}"
+    return "_".join([cfg.student, kd, *changed])
 
 
 def initial_encoder(student: str) -> torch.nn.Module:
