@@ -99,6 +99,9 @@ student-candidates: $(MANIFEST)
 
 # DISTILL_ARGS: e.g. the task-aware run (stop 29) =
 #   --kd-weight 1 --kd-boxes 1 --val-every 200 --start-from checkpoints/distill/tinyvit_r112d.pt
+# or stop 30's, with the views' own objects as prompts and a soft-target BCE =
+#   --kd-weight 0.05 --kd-boxes 1 --kd-prompts objects --kd-loss bce --steps 400 --val-every 200
+#   --start-from checkpoints/distill/tinyvit_r112d.pt
 DISTILL_ARGS ?=
 distill: $(MANIFEST)
 	$(PY) -m train.distill --data $(TRAIN_DATA) --gate $(DISTILL_ARGS)
