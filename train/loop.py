@@ -66,10 +66,14 @@ def object_dice(model: BoxSAM, pool: Pool, rows: np.ndarray, batch: int = 8) -> 
     return np.asarray(scores, dtype=np.float64)
 
 
+def mean_or_nan(scores: np.ndarray) -> float:
+    """The mean of per-object scores; NaN when there are none."""
+    return float(np.mean(scores)) if len(scores) else float("nan")
+
+
 def val_dice(model: BoxSAM, pool: Pool, limit: int, batch: int = 8) -> float:
     """Mean Dice of (logits > 0) on the first ``limit`` objects, tight boxes, resized frame."""
-    scores = object_dice(model, pool, np.arange(min(limit, len(pool.objects))), batch)
-    return float(np.mean(scores)) if len(scores) else float("nan")
+    return mean_or_nan(object_dice(model, pool, np.arange(min(limit, len(pool.objects))), batch))
 
 
 def _resumable(config: dict) -> dict:

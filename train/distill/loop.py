@@ -21,7 +21,7 @@ from modeling.checkpoint import state_fp16, state_fp32
 from modeling.registry import BASE, load_model
 from train.data import Pool, objects_of, valid_masks
 from train.distill.samples import SIZE, content_hw, object_boxes, random_boxes
-from train.loop import Trainee, decode, object_dice, resumable_loop, save_atomic
+from train.loop import Trainee, decode, mean_or_nan, object_dice, resumable_loop, save_atomic
 from train.losses import MASK_DISTILLATION_LOSSES
 
 CARRY_DIR = Path("checkpoints/distill")
@@ -208,8 +208,7 @@ def proxy_dice(
     decoder_model: BoxSAM, embeddings: np.ndarray, val: dict[str, np.ndarray], per_slice: int
 ) -> float:
     """The proxy's mean Dice over every scored object."""
-    scores, _ = proxy_scores(decoder_model, embeddings, val, per_slice)
-    return float(np.mean(scores)) if len(scores) else float("nan")
+    return mean_or_nan(proxy_scores(decoder_model, embeddings, val, per_slice)[0])
 
 
 def by_source(scores: np.ndarray, slices: np.ndarray, source: np.ndarray) -> dict[str, float]:
@@ -245,7 +244,7 @@ def validate(
     emb = student_embeddings(encoder, val["inputs"], val.get("trunk"), stages)
     mse = float(np.mean((emb - val["teacher"].astype(np.float32)) ** 2))
     scores, slices = proxy_scores(decoder_model, emb, val, per_slice)
-    row = {"val_mse": mse, "val_dice": float(np.mean(scores)) if len(scores) else float("nan")}
+    row = {"val_mse": mse, "val_dice": mean_or_nan(scores)}
     if teacher_by_source:
         source, gap = worst_gap(by_source(scores, slices, val["source"]), teacher_by_source)
         print(f"distill: worst validation source {source}: {gap:+.4f} proxy Dice vs the teacher",
