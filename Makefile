@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench int8-probe clean
+.PHONY: help venv export demo test lint agreement startup batching memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -28,7 +28,7 @@ help:
 	@echo "make student-candidates  time candidate student encoders next to TinyViT (reports/students)"
 	@echo "make distill    distil the student encoder from TinyViT (continues from checkpoints/), then gate it (slow)"
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
-	@echo "make int8-probe  NNCF int8 encoder variants: speed on this CPU, masks vs fp32 (reports/int8; needs ../shared)"
+	@echo "make precision-probe  bf16 and NNCF int8 encoders: speed on this CPU, masks vs fp32 (reports/precision; needs ../shared)"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt requirements/clinical.txt requirements/constraints.txt
@@ -79,8 +79,8 @@ batching: $(MANIFEST)
 cohort-bench: $(MANIFEST)
 	$(PY) -m evaluation.cohort_bench --data $(DATA)
 
-int8-probe: $(MANIFEST)
-	$(PY) -m evaluation.int8_probe
+precision-probe: $(MANIFEST)
+	$(PY) -m evaluation.precision_probe
 
 memcheck: $(MANIFEST)
 	$(PY) -m evaluation.memcheck

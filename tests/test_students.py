@@ -172,11 +172,11 @@ def random_corpus() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 def test_distillation_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
     train, val = random_corpus()
     cfg = DistillConfig(student="mobile_s", steps=4, batch=2, lr=1e-3, checkpoint_every=2, val_every=4)
-    straight, log = distill(train, val, tmp_path / "a", cfg)
+    straight, log, _ = distill(train, val, tmp_path / "a", cfg)
     assert [r["step"] for r in log] == [0, 1, 2, 3, 4]
     assert log[-1]["val_mse"] < log[0]["val_mse"]
     distill(train, val, tmp_path / "b", DistillConfig(**{**cfg.__dict__, "steps": 2}))
-    resumed, log_b = distill(train, val, tmp_path / "b", cfg)
+    resumed, log_b, _ = distill(train, val, tmp_path / "b", cfg)
     assert [r["step"] for r in log_b] == [0, 1, 2, 3, 4]
     for k, v in straight.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
@@ -269,13 +269,13 @@ def test_a_new_sitting_continues_from_the_git_carry(tmp_path: Path) -> None:
     train, val = random_corpus()
     cfg = DistillConfig(student="mobile_s", steps=2, batch=2, lr=1e-3, checkpoint_every=1, val_every=2)
     carry = tmp_path / "carry" / "mobile_s.pt"
-    first, _ = distill(train, val, tmp_path / "sitting1", cfg, carry)
+    first, *_ = distill(train, val, tmp_path / "sitting1", cfg, carry)
     saved = torch.load(carry, weights_only=False)
     assert saved["step"] == 2 and "optimizer" not in saved
     assert all(v.dtype == torch.float16 for v in saved["encoder"].values() if v.is_floating_point())
     assert carry.stat().st_size < 0.6 * (tmp_path / "sitting1" / "state.pt").stat().st_size
     # A fresh machine: no build state, the carry only.
-    second, log = distill(
+    second, log, _ = distill(
         train, val, tmp_path / "sitting2", DistillConfig(**{**cfg.__dict__, "steps": 4}), carry
     )
     assert [r["step"] for r in log] == [0, 1, 2, 3, 4]
@@ -300,10 +300,18 @@ def test_teacher_at_size_distils_with_its_trunk_frozen(
         "teacher": target[:1],
         "labels": labels,
         "hw": np.full((1, 2), 256, np.int32),
+        "source": np.array(["A"]),
     }
     cfg = DistillConfig(student="tinyvit_r128d", steps=2, batch=2, lr=1e-3, checkpoint_every=2, val_every=2)
     out = tmp_path / "o"
-    student, log = distill({"inputs": inputs, "teacher": target}, val, out, cfg)
+    student, log, sources = distill({"inputs": inputs, "teacher": target}, val, out, cfg)
+    from train.distill.loop import base_decoder_model, proxy_by_source, student_embeddings
+
+    # The last validation's proxy per source comes back: what the report would otherwise recompute.
+    decoder = base_decoder_model()
+    recomputed = proxy_by_source(decoder, student_embeddings(student, val["inputs"]), val, 8)
+    assert sources["student"] == pytest.approx(recomputed, abs=1e-6)
+    assert sources["teacher"] == pytest.approx(proxy_by_source(decoder, val["teacher"], val, 8))
     state = teacher.state_dict()
     for k, v in student.encoder.named_parameters():
         frozen = k.startswith(("patch_embed.", "layers.0.", "layers.1."))
@@ -314,8 +322,8 @@ def test_teacher_at_size_distils_with_its_trunk_frozen(
     import train.distill.loop as loop
 
     monkeypatch.setattr(loop, "trunk_features", lambda *a, **k: pytest.fail("trunk features recomputed"))
-    _, again = distill({"inputs": inputs, "teacher": target}, val, out, cfg)
-    assert again == log
+    _, again, nothing_validated = distill({"inputs": inputs, "teacher": target}, val, out, cfg)
+    assert again == log and nothing_validated == {}
     assert log[-1]["val_mse"] < log[0]["val_mse"]
 
 
@@ -439,7 +447,7 @@ def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_p
     train, val = random_corpus()
     plain = DistillConfig(student="mobile_s", steps=2, batch=2, lr=1e-3, checkpoint_every=2, val_every=2)
     carry = tmp_path / "mobile_s.pt"
-    mse_student, _ = distill(train, val, tmp_path / "mse", plain, carry)
+    mse_student, *_ = distill(train, val, tmp_path / "mse", plain, carry)
     kd = DistillConfig(**{**plain.__dict__, "kd_weight": 1.0, "kd_boxes": 1})
     assert run_name(plain) == "mobile_s" and run_name(kd) == "mobile_s_kd"
     objects = DistillConfig(**{**kd.__dict__, "kd_prompts": "objects", "kd_loss": "bce"})
@@ -447,7 +455,7 @@ def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_p
     assert run_name(DistillConfig(**{**objects.__dict__, "kd_weight": 0.05})) == "mobile_s_kd0.05_objects_bce"
     with pytest.raises(ValueError, match="labels"):
         distill(train, val, tmp_path / "obj", objects)
-    kd_student, log = distill(train, val, tmp_path / "kd", kd, tmp_path / "kd.pt", start=carry)
+    kd_student, log, _ = distill(train, val, tmp_path / "kd", kd, tmp_path / "kd.pt", start=carry)
     assert [r["step"] for r in log] == [0, 1, 2]
     assert all(r["train_kd"] > 0 for r in log[1:])
     start = torch.load(carry, weights_only=False)["encoder"]
@@ -459,7 +467,9 @@ def test_task_aware_distillation_starts_from_another_run_and_logs_its_term(tmp_p
     old = torch.load(carry, weights_only=False)
     old["config"] = {k: v for k, v in old["config"].items() if not k.startswith("kd_")}
     torch.save(old, carry)
-    _, again = distill(train, val, tmp_path / "fresh", DistillConfig(**{**plain.__dict__, "steps": 3}), carry)
+    _, again, _ = distill(
+        train, val, tmp_path / "fresh", DistillConfig(**{**plain.__dict__, "steps": 3}), carry
+    )
     assert [r["step"] for r in again][-1] == 3
 
 

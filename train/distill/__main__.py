@@ -47,9 +47,11 @@ from train.distill.loop import (
     KD_PROMPTS,
     DistillConfig,
     base_decoder_model,
+    by_source,
     distill,
+    mean_or_nan,
     proxy_by_source,
-    proxy_dice,
+    proxy_scores,
     run_name,
     student_embeddings,
 )
@@ -138,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"distill: {len(train['inputs'])} train views of {len(train_files)} cases, "
           f"{len(val['inputs'])} validation slices of {len(val_files)} cases", file=sys.stderr)  # fmt: skip
     decoder_model = base_decoder_model()
-    teacher_dice = proxy_dice(decoder_model, val["teacher"], val, cfg.val_objects_per_slice)
+    per_slice = cfg.val_objects_per_slice
+    teacher_scores = proxy_scores(decoder_model, val["teacher"], val, per_slice)
+    teacher_dice = mean_or_nan(teacher_scores[0])
+    teacher_sources = by_source(*teacher_scores, val["source"])
     carry = args.carry or CARRY_DIR / f"{run}.pt"
-    encoder, log = distill(train, val, args.out / run, cfg, carry, args.start_from)
+    encoder, log, sources = distill(train, val, args.out / run, cfg, carry, args.start_from, teacher_sources)
     weights = args.out / run / ENCODER_FILE
     torch.save(state_fp16(encoder.state_dict()), weights)
     args.report.mkdir(parents=True, exist_ok=True)
@@ -148,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
     sizes = {"train_cases": len(train_files), "train_views": len(train["inputs"]),
              "val_cases": len(val_files), "val_slices": len(val["inputs"])}  # fmt: skip
-    sources = {
-        who: proxy_by_source(decoder_model, emb, val, cfg.val_objects_per_slice)
-        for who, emb in (("teacher", val["teacher"]), ("student", student_embeddings(encoder, val["inputs"])))
-    }
+    if not sources:  # the run was already complete: nothing validated in this call
+        student = proxy_by_source(decoder_model, student_embeddings(encoder, val["inputs"]), val, per_slice)
+        sources = {"teacher": teacher_sources, "student": student}
     write_summary(log, teacher_dice, cfg, sizes, args.report / "distill.md", args.start_from, sources)
     print(f"distill: wrote {weights}, {args.report}/distill_log.csv, distill.png "
           f"(teacher proxy Dice {teacher_dice:.4f})", file=sys.stderr)  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -204,13 +205,6 @@ def proxy_scores(
     return object_dice(decoder_model, pool, np.arange(len(objects))), objects[:, 0]
 
 
-def proxy_dice(
-    decoder_model: BoxSAM, embeddings: np.ndarray, val: dict[str, np.ndarray], per_slice: int
-) -> float:
-    """The proxy's mean Dice over every scored object."""
-    return mean_or_nan(proxy_scores(decoder_model, embeddings, val, per_slice)[0])
-
-
 def by_source(scores: np.ndarray, slices: np.ndarray, source: np.ndarray) -> dict[str, float]:
     """Per-object scores of the slices ``slices`` -> their mean per source (``source``: each slice's)."""
     of_object = source[slices]
@@ -222,6 +216,13 @@ def proxy_by_source(
 ) -> dict[str, float]:
     """The proxy's mean Dice per validation source (``val["source"]``: each slice's)."""
     return by_source(*proxy_scores(decoder_model, embeddings, val, per_slice), val["source"])
+
+
+def teacher_proxy_by_source(
+    decoder_model: BoxSAM, val: dict[str, np.ndarray], per_slice: int
+) -> dict[str, float] | None:
+    """The teacher's proxy per validation source (None: the validation names no sources)."""
+    return proxy_by_source(decoder_model, val["teacher"], val, per_slice) if "source" in val else None
 
 
 def worst_gap(student: dict[str, float], teacher: dict[str, float]) -> tuple[str, float]:
@@ -237,20 +238,22 @@ def validate(
     stages: int = 0,
     per_slice: int = 8,
     teacher_by_source: dict[str, float] | None = None,
-) -> dict[str, float]:
-    """Validation embedding MSE and the end-to-end proxy Dice with LiteMedSAM's decoder; with
-    the teacher's proxy per source, also the worst source's gap to it (``val_worst_gap``; the
-    source is printed: a pooled Dice hid 10-point losses on single sources at stop 29)."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(Validation embedding MSE and the end-to-end proxy Dice with LiteMedSAM's decoder, the
+    student's proxy per source; empty without ``val["source"]``). With the teacher's proxy per
+    source, the row also holds the worst source's gap to it (``val_worst_gap``; the source is
+    printed: a pooled Dice hid 10-point losses on single sources at stop 29)."""
     emb = student_embeddings(encoder, val["inputs"], val.get("trunk"), stages)
     mse = float(np.mean((emb - val["teacher"].astype(np.float32)) ** 2))
     scores, slices = proxy_scores(decoder_model, emb, val, per_slice)
     row = {"val_mse": mse, "val_dice": mean_or_nan(scores)}
+    student = by_source(scores, slices, val["source"]) if "source" in val else {}
     if teacher_by_source:
-        source, gap = worst_gap(by_source(scores, slices, val["source"]), teacher_by_source)
+        source, gap = worst_gap(student, teacher_by_source)
         print(f"distill: worst validation source {source}: {gap:+.4f} proxy Dice vs the teacher",
               file=sys.stderr)  # fmt: skip
         row["val_worst_gap"] = gap
-    return row
+    return row, student
 
 
 def kd_prompts(
@@ -286,6 +289,14 @@ def decoder_kd_loss(
     return MASK_DISTILLATION_LOSSES[loss](logits, target, valid)
 
 
+class DistillRun(NamedTuple):
+    encoder: torch.nn.Module
+    log: list[dict]
+    # The last validation's proxy per source, {"teacher"|"student": {source: Dice}}; empty when
+    # this call validated nothing (a run already complete) or the validation has no sources.
+    sources: dict[str, dict[str, float]]
+
+
 def distill(
     train: dict[str, np.ndarray],
     val: dict[str, np.ndarray],
@@ -293,11 +304,13 @@ def distill(
     cfg: DistillConfig,
     carry: Path | None = None,
     start: Path | None = None,
-) -> tuple[torch.nn.Module, list[dict]]:
+    teacher_by_source: dict[str, float] | None = None,
+) -> DistillRun:
     """Train the student (resuming from ``out/state.pt``, else from ``carry`` when it exists,
     else a new run from ``start``'s weights when given); the state is written back to ``carry`` at
-    the end. (student encoder, log rows). A run whose state has reached ``cfg.steps`` computes
-    nothing (the report and carry are rewritten)."""
+    the end. A run whose state has reached ``cfg.steps`` computes nothing (the report and carry
+    are rewritten). ``teacher_by_source``: the teacher's proxy per validation source, when the
+    caller has it (else computed here from ``val["source"]``)."""
     if cfg.kd_weight > 0 and cfg.kd_prompts == "objects" and "labels" not in train:
         msg = "kd_prompts 'objects' needs the train views' labels (train['labels'])"
         raise ValueError(msg)
@@ -346,12 +359,15 @@ def distill(
         return row
 
     per_slice = cfg.val_objects_per_slice
-    teacher_by_source = (
-        proxy_by_source(decoder_model, val["teacher"], val, per_slice) if "source" in val else None
-    )
+    teacher_by_source = teacher_by_source or teacher_proxy_by_source(decoder_model, val, per_slice)
+    sources: dict[str, dict[str, float]] = {}
 
     def validation() -> dict[str, float]:
-        return validate(encoder, decoder_model, with_trunk(val, "val"), stages, per_slice, teacher_by_source)
+        row, student = validate(
+            encoder, decoder_model, with_trunk(val, "val"), stages, per_slice, teacher_by_source
+        )
+        sources.update({"teacher": teacher_by_source, "student": student} if teacher_by_source else {})
+        return row
 
     trainee = Trainee(
         name=cfg.student, key="encoder", module=encoder, optimizer=opt, step=one_step, validate=validation
@@ -359,4 +375,4 @@ def distill(
     log = resumable_loop(trainee, out, asdict(cfg), "distill")
     if carry is not None:
         write_carry(state_path, carry)
-    return encoder, log
+    return DistillRun(encoder, log, sources)
