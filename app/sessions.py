@@ -144,24 +144,34 @@ class SamSession:
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) float32 in [0, 1] -> (B, 256, 64, 64) float32, one slice per call (the
         shipped encoder IR has a static batch of 1: batching pays nothing, `make batching`)."""
-        if self._encoder is None:
-            self._encoder = self._compile_graph(self.entry.encoder_xml)
+        encoder = self.compile_encoder()
         self.encoder_calls += images.shape[0]
-        out = [self._encoder({"image": images[i : i + 1]})[0] for i in range(images.shape[0])]
+        out = [encoder({"image": images[i : i + 1]})[0] for i in range(images.shape[0])]
         return np.concatenate(out).astype(np.float32, copy=False)  # concatenate copies: never aliased
 
     def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray:
         """(1, 256, 64, 64) embedding, (4,) model-frame XYXY box -> (256, 256) float32 logits."""
+        decoder = self.compile_decoder()
+        boxes = np.asarray(box_model, dtype=np.float32).reshape(1, 4)  # (1, 4)
+        out = decoder({"image_embeddings": embedding, "boxes": boxes})[0]
+        return np.array(out[0, 0], dtype=np.float32, copy=True)  # (256, 256)
+
+    def compile_encoder(self) -> ov.CompiledModel:
+        """The encoder's compiled graph, compiled (or loaded from the cache) on the first call."""
+        if self._encoder is None:
+            self._encoder = self._compile_graph(self.entry.encoder_xml)
+        return self._encoder
+
+    def compile_decoder(self) -> ov.CompiledModel:
+        """The decoder's compiled graph, compiled (or loaded from the cache) on the first call."""
         if self._decoder is None:
             self._decoder = self._compile_graph(self.entry.decoder_xml)
-        boxes = np.asarray(box_model, dtype=np.float32).reshape(1, 4)  # (1, 4)
-        out = self._decoder({"image_embeddings": embedding, "boxes": boxes})[0]
-        return np.array(out[0, 0], dtype=np.float32, copy=True)  # (256, 256)
+        return self._decoder
 
     def compile_all(self) -> None:
         """Compile both graphs now (a warm-up, or a worker that serves many cases)."""
-        self._encoder = self._encoder or self._compile_graph(self.entry.encoder_xml)
-        self._decoder = self._decoder or self._compile_graph(self.entry.decoder_xml)
+        self.compile_encoder()
+        self.compile_decoder()
 
 
 class SessionCache:

@@ -8,15 +8,20 @@ no compiled ``.pyc`` to read (an empty ``-X pycache_prefix`` and ``PYTHONDONTWRI
 which is what every container run paid while the image was built with ``pip --no-compile`` and
 no ``compileall``. ``--against DIR`` adds ``warm, DIR``: the same
 warm run from another checkout (e.g. ``git worktree add /tmp/old REV``, with its models), so a
-change's effect on the per-case start-up is measured side by side. Reports medians.
+change's effect on the per-case start-up is measured side by side. Where the warm run's time
+goes: the same case through ``evaluation.startup_phases`` (the app's steps, timed one by one in a
+fresh process; the interpreter's start is the wall time less their sum). Reports medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +30,10 @@ from common.machine import describe
 from common.process import cli_command, timed_process
 from common.reports import write_report
 from common.synthetic import disks_2d, save_case
+from evaluation.startup_phases import PHASES
 
 NO_PYC = "warm, no bytecode"
+START = "interpreter start"  # wall time of the phases child less the sum of its phases
 
 
 def run_once(
@@ -47,13 +54,30 @@ def run_once(
     return run.seconds
 
 
-def measure(repeats: int, against: Path | None = None) -> dict[str, list[float]]:
+def phases_once(case: Path, outputs: Path, cache: Path) -> dict[str, float]:
+    """Seconds per phase of one fresh process (``evaluation.startup_phases``), the interpreter's
+    start first."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "evaluation.startup_phases", str(case), str(outputs), str(cache)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    phases = json.loads(done.stdout)
+    return {START: wall - sum(phases.values()), **phases}
+
+
+Seconds = dict[str, list[float]]  # name -> one value per repeat
+
+
+def measure(repeats: int, against: Path | None = None) -> tuple[Seconds, Seconds]:
+    """(wall seconds per mode, seconds per phase of the warm run), ``repeats`` of each."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         save_case(root / "in" / "2DBox_US_startup.npz", *disks_2d())
+        plain = save_case(root / "phases" / "2DBox_XRay_startup.npz", *disks_2d())  # no specialist
         warm, other = root / "warm_cache", root / "other_cache"
         run_once(root / "in", root / "out", str(warm))  # populate
         times: dict[str, list[float]] = {"cold": [], "warm": [], "none": [], NO_PYC: []}
+        phases: dict[str, list[float]] = {START: [], **{name: [] for name in PHASES}}
         if against is not None:
             run_once(root / "in", root / "out", str(other), against)
             times[f"warm, {against}"] = []
@@ -64,7 +88,22 @@ def measure(repeats: int, against: Path | None = None) -> dict[str, list[float]]
             times[NO_PYC].append(run_once(root / "in", root / "out", str(warm), pycache=root / "pyc"))
             if against is not None:
                 times[f"warm, {against}"].append(run_once(root / "in", root / "out", str(other), against))
-    return times
+            for name, seconds in phases_once(plain, root / "out", warm).items():
+                phases[name].append(seconds)
+    return times, phases
+
+
+def phase_lines(phases: dict[str, list[float]]) -> list[str]:
+    """Markdown table: median seconds and share of each phase of the warm run."""
+    med = {name: statistics.median(v) for name, v in phases.items()}
+    total = sum(med.values())
+    what = {START: "python itself, up to the first line of the module", **PHASES}
+    return [
+        "| phase | what | median s | share |",
+        "|---|---|---|---|",
+        *(f"| {n} | {what[n]} | {m:.3f} | {100 * m / total:.0f}% |" for n, m in med.items()),
+        f"| all | sum of the medians | {total:.3f} | |",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/startup.md"))
     parser.add_argument("--against", type=Path, default=None, help="another checkout, timed warm alongside")
     args = parser.parse_args(argv)
-    times = measure(args.repeats, args.against)
+    times, phases = measure(args.repeats, args.against)
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [
         "# Start-up: one 2D case as a fresh process",
@@ -90,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         f"Warm cache saves {med['cold'] - med['warm']:.2f} s per case against a cold one "
         f"({med['none'] - med['warm']:.2f} s against no cache). Compiled bytecode saves "
         f"{med[NO_PYC] - med['warm']:.2f} s per process (the Dockerfile runs `compileall` for this).",
+        "",
+        "## Where the warm run's time goes",
+        "",
+        "The same image and boxes named as an X-ray (a route with no specialist), warm cache, through "
+        "`evaluation.startup_phases` (the app's steps for a 2D case on LiteMedSAM, timed one by one "
+        "inside a fresh process), interleaved with the runs above:",
+        "",
+        *phase_lines(phases),
     ]
     if args.against is not None:
         other = med[f"warm, {args.against}"]

@@ -148,3 +148,26 @@ def test_batching_times_the_encoder_per_slice_and_the_decoder_per_box(tmp_path, 
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 2", "| 4", "| 8", "| 1", "| 4", "| 8", "| 16"]
     assert all(float(r.split(" | ")[1]) > 0 for r in rows)
+
+
+def test_startup_phases_time_the_apps_steps_and_write_what_the_app_writes(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from common.synthetic import disks_2d, save_case
+    from evaluation.startup import START, phases_once
+    from evaluation.startup_phases import PHASES
+
+    case = save_case(tmp_path / "in" / "2DBox_XRay_phases.npz", *disks_2d())  # LiteMedSAM's route
+    (tmp_path / "app").mkdir()
+    (tmp_path / "phases").mkdir()
+    phases = phases_once(case, tmp_path / "phases", tmp_path / "cache")
+    assert list(phases) == [START, *PHASES] and all(v >= 0 for v in phases.values())
+    assert phases["encode"] > phases["npz write"]  # one TinyViT call outweighs writing a small label map
+    cmd = [sys.executable, "-m", "app", "-q", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "app"),
+           "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    timed = np.load(tmp_path / "phases" / case.name)["segs"]
+    np.testing.assert_array_equal(timed, np.load(tmp_path / "app" / case.name)["segs"])
