@@ -6,9 +6,11 @@ drift hits all of them: ``cold`` (empty cache folder: compile and write blobs), 
 blobs from an earlier run), ``none`` (no cache), and ``warm, no bytecode``: the warm run with
 no compiled ``.pyc`` to read (an empty ``-X pycache_prefix`` and ``PYTHONDONTWRITEBYTECODE``),
 which is what every container run paid while the image was built with ``pip --no-compile`` and
-no ``compileall``. ``--against DIR`` adds ``warm, DIR``: the same
-warm run from another checkout (e.g. ``git worktree add /tmp/old REV``, with its models), so a
-change's effect on the per-case start-up is measured side by side. Where the warm run's time
+no ``compileall``; ``warm, full teardown``: the warm run ending through the interpreter's normal
+exit instead of ``app/__main__.py``'s flush-and-exit (what every run paid before it).
+``--against DIR`` adds ``warm, DIR``: the same warm run from another checkout (e.g. ``git
+worktree add /tmp/old REV``, with its models), so a change's effect on the per-case start-up is
+measured side by side. Where the warm run's time
 goes: the same case through ``evaluation.startup_phases`` (the app's steps, timed one by one in a
 fresh process; the interpreter's start is the wall time less their sum). Reports medians.
 """
@@ -33,15 +35,29 @@ from common.synthetic import disks_2d, save_case
 from evaluation.startup_phases import PHASES
 
 NO_PYC = "warm, no bytecode"
-START = "interpreter start"  # wall time of the phases child less the sum of its phases
+TEARDOWN = "warm, full teardown"
+# ``python -m app`` as it was before app/__main__.py skipped the interpreter's teardown.
+WITH_TEARDOWN = (
+    "import sys; from app.__main__ import leave_out_model_converter; leave_out_model_converter(); "
+    "from app.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+START = "interpreter start and exit"  # wall time of the phases child less the sum of its phases
 
 
 def run_once(
-    inputs: Path, outputs: Path, cache: str, tree: Path | None = None, pycache: Path | None = None
+    inputs: Path,
+    outputs: Path,
+    cache: str,
+    tree: Path | None = None,
+    pycache: Path | None = None,
+    teardown: bool = False,
 ) -> float:
     """Wall seconds of one ``python -m app`` process (from the checkout ``tree``, default this one;
-    ``pycache``: read and write no bytecode but in that, empty, folder)."""
+    ``pycache``: read and write no bytecode but in that, empty, folder; ``teardown``: end through
+    the interpreter's normal exit)."""
     cmd = cli_command("app", inputs, outputs, "-q", "--cache-dir", cache)
+    if teardown:
+        cmd[1:3] = ["-c", WITH_TEARDOWN]
     env = None
     if pycache is not None:
         shutil.rmtree(pycache, ignore_errors=True)
@@ -76,7 +92,7 @@ def measure(repeats: int, against: Path | None = None) -> tuple[Seconds, Seconds
         plain = save_case(root / "phases" / "2DBox_XRay_startup.npz", *disks_2d())  # no specialist
         warm, other = root / "warm_cache", root / "other_cache"
         run_once(root / "in", root / "out", str(warm))  # populate
-        times: dict[str, list[float]] = {"cold": [], "warm": [], "none": [], NO_PYC: []}
+        times: dict[str, list[float]] = {"cold": [], "warm": [], "none": [], NO_PYC: [], TEARDOWN: []}
         phases: dict[str, list[float]] = {START: [], **{name: [] for name in PHASES}}
         if against is not None:
             run_once(root / "in", root / "out", str(other), against)
@@ -86,6 +102,7 @@ def measure(repeats: int, against: Path | None = None) -> tuple[Seconds, Seconds
             times["warm"].append(run_once(root / "in", root / "out", str(warm)))
             times["none"].append(run_once(root / "in", root / "out", "none"))
             times[NO_PYC].append(run_once(root / "in", root / "out", str(warm), pycache=root / "pyc"))
+            times[TEARDOWN].append(run_once(root / "in", root / "out", str(warm), teardown=True))
             if against is not None:
                 times[f"warm, {against}"].append(run_once(root / "in", root / "out", str(other), against))
             for name, seconds in phases_once(plain, root / "out", warm).items():
@@ -97,7 +114,7 @@ def phase_lines(phases: dict[str, list[float]]) -> list[str]:
     """Markdown table: median seconds and share of each phase of the warm run."""
     med = {name: statistics.median(v) for name, v in phases.items()}
     total = sum(med.values())
-    what = {START: "python itself, up to the first line of the module", **PHASES}
+    what = {START: "python's own start and exit: the wall time less the phases", **PHASES}
     return [
         "| phase | what | median s | share |",
         "|---|---|---|---|",
@@ -128,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Warm cache saves {med['cold'] - med['warm']:.2f} s per case against a cold one "
         f"({med['none'] - med['warm']:.2f} s against no cache). Compiled bytecode saves "
-        f"{med[NO_PYC] - med['warm']:.2f} s per process (the Dockerfile runs `compileall` for this).",
+        f"{med[NO_PYC] - med['warm']:.2f} s per process (the Dockerfile runs `compileall` for this). "
+        f"Skipping the interpreter's teardown saves {med[TEARDOWN] - med['warm']:.2f} s per process.",
         "",
         "## Where the warm run's time goes",
         "",

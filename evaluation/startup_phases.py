@@ -3,8 +3,9 @@
 ``python -m evaluation.startup_phases CASE.npz OUT_DIR CACHE_DIR`` prints one JSON object:
 seconds per phase of what ``python -m app`` does for one 2D case routed to LiteMedSAM, in its
 order. Only the standard library is imported before the clock starts, so ``imports`` holds the
-app's imports (numpy, OpenCV, OpenVINO, the app's modules); the interpreter's own start is the
-parent's wall time minus the sum of these phases.
+app's imports (numpy, OpenCV, OpenVINO, the app's modules); the interpreter's own start and exit
+(which ends as ``python -m app`` does, without the teardown) are the parent's wall time minus
+the sum of these phases.
 """
 
 from __future__ import annotations
@@ -65,3 +66,6 @@ def run(case: str, out_dir: str, cache_dir: str) -> dict[str, float]:
 
 if __name__ == "__main__":
     print(json.dumps(run(*sys.argv[1:4])))
+    from app.__main__ import exit_now
+
+    exit_now(0)

@@ -112,3 +112,17 @@ def test_a_cache_folder_that_cannot_be_written_is_still_read(tmp_path, monkeypat
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert sessions.cache_dir_from(blocker / "cache") is None  # cannot be created: no cache
+
+
+def test_the_app_process_exits_with_its_code_and_every_buffered_byte() -> None:
+    """``python -m app`` ends without the interpreter's teardown (app/__main__.py): what sits in
+    the standard streams' buffers and the logging handlers must still come out, code unchanged."""
+    code = (
+        "import logging, sys; from app.__main__ import exit_now; "
+        "logging.basicConfig(stream=sys.stderr, format='%(message)s'); "
+        "print('x' * 100000, end=''); logging.getLogger('app').error('last words'); exit_now(3)"
+    )
+    cmd = [sys.executable, "-c", code]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 3
+    assert result.stdout == "x" * 100000 and result.stderr.strip() == "last words"
