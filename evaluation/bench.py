@@ -204,13 +204,25 @@ def encoder_seconds(models: Path, keys: list[str]) -> dict[str, float]:
         return alternating_medians(calls, repeats=5, warmup=1)
 
 
-def run_identity(manifest: Path) -> dict[str, str]:
-    """What recorded runs are valid for: the exported models (manifest checksum), the CPU and
-    the OpenVINO build."""
+# The runtime's own code: a change here makes earlier runs another product's.
+RUNTIME_SOURCES = ("app/*.py", "predict.sh")
+
+
+def source_digest(root: Path, patterns: tuple[str, ...] = RUNTIME_SOURCES) -> str:
+    """sha256 over the names and contents of the files ``patterns`` match under ``root``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in patterns for p in root.glob(pattern)):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_identity(manifest: Path, root: Path = Path()) -> dict[str, str]:
+    """What recorded runs are valid for: the exported models (manifest checksum), the runtime's
+    code (:data:`RUNTIME_SOURCES` under ``root``), the CPU and the OpenVINO build."""
     import openvino as ov  # only once a benchmark starts
 
     models = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    return {"models": models, "cpu": cpu_model_name(), "openvino": ov.__version__}
+    return {"models": models, "app": source_digest(root), "cpu": cpu_model_name(), "openvino": ov.__version__}
 
 
 def start_runs(runs_csv: Path, identity: dict[str, str]) -> None:

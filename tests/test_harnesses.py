@@ -171,3 +171,16 @@ def test_startup_phases_time_the_apps_steps_and_write_what_the_app_writes(
     subprocess.run(cmd, check=True)
     timed = np.load(tmp_path / "phases" / case.name)["segs"]
     np.testing.assert_array_equal(timed, np.load(tmp_path / "app" / case.name)["segs"])
+
+
+def test_the_runtimes_code_is_part_of_what_bench_runs_are_recorded_for(tmp_path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "cli.py").write_text("x = 1\n")
+    (tmp_path / "predict.sh").write_text("exec python3 -m app\n")
+    (tmp_path / "README.md").write_text("not the runtime\n")
+    before = bench.source_digest(tmp_path)
+    (tmp_path / "README.md").write_text("edited\n")
+    assert bench.source_digest(tmp_path) == before
+    (tmp_path / "app" / "cli.py").write_text("x = 2\n")
+    assert bench.source_digest(tmp_path) != before
+    assert bench.source_digest(Path()) == bench.source_digest(Path().resolve())  # names, not places
