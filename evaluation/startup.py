@@ -10,9 +10,9 @@ no ``compileall``; ``warm, full teardown``: the warm run ending through the inte
 exit instead of ``app/__main__.py``'s flush-and-exit (what every run paid before it).
 ``--against DIR`` adds ``warm, DIR``: the same warm run from another checkout (e.g. ``git
 worktree add /tmp/old REV``, with its models), so a change's effect on the per-case start-up is
-measured side by side. Where the warm run's time
-goes: the same case through ``evaluation.startup_phases`` (the app's steps, timed one by one in a
-fresh process; the interpreter's start is the wall time less their sum). Reports medians.
+measured side by side. Where the warm run's time goes: the same case through
+``evaluation.startup_phases`` (the app's steps, timed one by one in a fresh process; the
+interpreter's start and exit are the wall time less their sum). Reports medians.
 """
 
 from __future__ import annotations
