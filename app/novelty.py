@@ -22,6 +22,7 @@ the threshold; nothing of the images.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,44 @@ class Reference:
         """(K, N_FEATURES) raw features -> (K,) distance to the nearest reference row."""
         return nearest_distance(self.standardise(np.atleast_2d(feats)), self.features)
 
+    @cached_property
+    def features64(self) -> np.ndarray:
+        """``features`` as float64, converted once (the router scores every box against it)."""
+        return self.features.astype(np.float64)
+
+    def image_part(self, stats: np.ndarray) -> np.ndarray:
+        """(512,) raw image statistics -> (M,) the global block's mean squared difference to
+        every reference row: the same for every box of one image."""
+        start, stop = BLOCKS["global"]
+        std = (stats - self.center[start:stop]) / self.scale[start:stop]  # (512,)
+        padded = np.zeros((1, N_FEATURES), dtype=np.float32)
+        padded[0, start:stop] = std
+        return block_mean_squares(padded, self.features64, ("global",))[0]
+
+    def box_novelty(self, feats: np.ndarray, image_part: np.ndarray) -> float:
+        """:meth:`novelty` of one box's (N_FEATURES,) raw features, given its image's
+        :meth:`image_part`: only the box's own blocks are compared here."""
+        own = block_mean_squares(self.standardise(feats[None]), self.features64, ("region", "geometry"))[0]
+        return float(np.sqrt((image_part + own).min() / len(BLOCKS))) if len(own) else float("inf")
+
+
+def block_mean_squares(a: np.ndarray, b: np.ndarray, blocks: tuple[str, ...] = tuple(BLOCKS)) -> np.ndarray:
+    """(K, F), (M, F) standardised -> (K, M) float64: the sum over ``blocks`` of each block's mean
+    squared difference (``b`` already float64 is used as is: a reference converts once)."""
+    total = np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
+    for name in blocks:
+        start, stop = BLOCKS[name]
+        x = a[:, start:stop].astype(np.float64)
+        y = b[:, start:stop].astype(np.float64, copy=False)
+        sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
+        total += np.maximum(sq, 0.0) / (stop - start)
+    return total
+
 
 def block_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(K, F), (M, F) standardised -> (K, M) distances: sqrt(mean over blocks of the block's mean
     squared difference)."""
-    total = np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
-    for start, stop in BLOCKS.values():
-        x, y = a[:, start:stop].astype(np.float64), b[:, start:stop].astype(np.float64)
-        sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
-        total += np.maximum(sq, 0.0) / (stop - start)
-    return np.sqrt(total / len(BLOCKS))
+    return np.sqrt(block_mean_squares(a, b) / len(BLOCKS))
 
 
 def nearest_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -146,15 +175,17 @@ class BoxRouter:
     def __init__(self, specialist: Any, general: Any, reference: Reference) -> None:
         self.specialist, self.general, self.reference = specialist, general, reference
         self.decisions: list[Decision] = []
-        self._stats_of: tuple[np.ndarray, np.ndarray] | None = None  # (embedding, its statistics)
+        # (embedding, its statistics, their reference.image_part): computed once per image
+        self._image: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __call__(self, embedding: np.ndarray, box_model: np.ndarray, resized_hw: tuple[int, int]) -> Any:
         """(1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session to decode with."""
         emb = embedding[0]
-        if self._stats_of is None or self._stats_of[0] is not embedding:
-            self._stats_of = (embedding, image_statistics(emb, resized_hw))
-        feats = box_features(emb, box_model, resized_hw, self._stats_of[1])
-        score = float(self.reference.novelty(feats)[0])
+        if self._image is None or self._image[0] is not embedding:
+            stats = image_statistics(emb, resized_hw)
+            self._image = (embedding, stats, self.reference.image_part(stats))
+        feats = box_features(emb, box_model, resized_hw, self._image[1])
+        score = self.reference.box_novelty(feats, self._image[2])
         accepted = score <= self.reference.threshold
         self.decisions.append(Decision(accepted, score))
         return self.specialist if accepted else self.general

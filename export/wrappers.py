@@ -3,7 +3,8 @@
 encoder: image (B, 3, S, S) float32 in [0, 1] -> image_embeddings (B, 256, 64, 64)
 decoder: image_embeddings (B, 256, 64, 64), boxes (B, 4) float32 XYXY model-frame pixels
          -> low_res_logits (B, 1, 256, 256). Prompt encoding, the no-mask dense embedding and
-         the dense positional encoding (a constant) are folded in.
+         the dense positional encoding (a constant) are folded in; the mask decoder runs its
+         projection-folded forward (``modeling/architectures/folded_decoder.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modeling.architectures.folded_decoder import decode_masks
 from modeling.architectures.sam import BoxSAM
 
 ENCODER_INPUTS = ("image",)
@@ -36,4 +38,8 @@ class DecoderForExport(nn.Module):
         self.eval()
 
     def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(image_embeddings, boxes)
+        """``BoxSAM.decode`` with the folded mask decoder (same weights, same function)."""
+        prompts = self.model.prompt_encoder
+        sparse = prompts.embed_boxes(boxes)  # (B, 2, 256)
+        dense = prompts.no_mask_dense(boxes.shape[0])  # (B, 256, 64, 64)
+        return decode_masks(self.model.mask_decoder, image_embeddings, prompts.dense_pe(), sparse, dense)

@@ -65,3 +65,23 @@ def test_numerically_equal_to_the_packaged_reference(ours) -> None:
         l_ours = ours.decode(e_ref, box)
     assert torch.allclose(e_ref, e_ours, atol=1e-5)
     assert torch.allclose(l_ref, l_ours, atol=1e-3)
+
+
+def test_exported_decoder_forward_equals_the_reference(ours) -> None:
+    """The projection-folded decoder the export traces computes the reference's logits, on
+    LiteMedSAM's weights and on perturbed ones (a specialist's decoder, any bias)."""
+    from export.wrappers import DecoderForExport
+
+    torch.manual_seed(1)
+    emb = torch.randn(3, 256, 64, 64) * 0.5
+    box = torch.tensor([[30.0, 40.0, 200.0, 180.0], [10.0, 10.0, 100.0, 90.0], [0.0, 0.0, 255.0, 255.0]])
+    perturbed = build_architecture("lite_medsam")
+    perturbed.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        for p in perturbed.mask_decoder.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+        for model in (ours, perturbed):
+            ref, folded = model.decode(emb, box), DecoderForExport(model)(emb, box)
+            assert ref.shape == folded.shape == (3, 1, 256, 256)
+            assert torch.allclose(ref, folded, atol=2e-4, rtol=0), (ref - folded).abs().max()
+            assert ((ref > 0) == (folded > 0)).float().mean() > 0.9999

@@ -379,3 +379,19 @@ def test_a_compile_that_loses_a_cache_write_race_is_tried_again(tmp_path: Path) 
     with pytest.raises(RuntimeError, match="cannot set permissions"):
         compile_with_retry(always, tmp_path / "decoder.xml", {})
     assert always.calls == COMPILE_ATTEMPTS
+
+
+def test_box_router_scores_each_box_as_the_reference_does() -> None:
+    """The router reuses its image's statistics across boxes; each score still equals the
+    reference's novelty of that box's full features."""
+    rng = np.random.default_rng(3)
+    train = [features_of(0.3 * s, (20 + s, 20, 200, 190 + s), s)[None] for s in range(8)]
+    ref = fit_reference(train, RouterConfig())
+    router = BoxRouter(FakeSession(), FakeSession(), ref)
+    emb = embedding_like(rng, 0.5)[None]  # (1, 256, 64, 64)
+    boxes = [np.array(b, np.float32) for b in ([20, 20, 200, 200], [0, 0, 40, 30], [100, 60, 250, 255])]
+    for box in boxes:
+        router(emb, box, (256, 240))
+    expected = [float(ref.novelty(box_features(emb[0], box, (256, 240)))[0]) for box in boxes]
+    assert np.allclose([d.novelty for d in router.decisions], expected, rtol=1e-9)
+    assert len(set(expected)) == 3
