@@ -184,3 +184,15 @@ def test_the_runtimes_code_is_part_of_what_bench_runs_are_recorded_for(tmp_path)
     (tmp_path / "app" / "cli.py").write_text("x = 2\n")
     assert bench.source_digest(tmp_path) != before
     assert bench.source_digest(Path()) == bench.source_digest(Path().resolve())  # names, not places
+
+
+def test_decoder_forms_times_both_forms_and_bounds_their_drift(tmp_path, models_dir) -> None:
+    from evaluation import decoder_forms
+
+    out = tmp_path / "forms.md"
+    assert decoder_forms.main(["--models", str(models_dir), "--repeats", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| reference |" in text and "| folded (shipped) |" in text
+    drift = float(text.split("max |logit diff| ")[1].split(",")[0])
+    agreement = float(text.split("min sign agreement ")[1].split(" ")[0])
+    assert drift < 1e-3 and agreement > 0.999
