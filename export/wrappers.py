@@ -3,8 +3,8 @@
 encoder: image (B, 3, S, S) float32 in [0, 1] -> image_embeddings (B, 256, 64, 64)
 decoder: image_embeddings (B, 256, 64, 64), boxes (B, 4) float32 XYXY model-frame pixels
          -> low_res_logits (B, 1, 256, 256). Prompt encoding, the no-mask dense embedding and
-         the dense positional encoding (a constant) are folded in; the mask decoder runs its
-         projection-folded forward (``modeling/architectures/folded_decoder.py``).
+         the dense positional encoding (a constant) are folded in; the mask decoder's cross-attentions
+         run folded (``modeling/architectures/folded_decoder.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modeling.architectures.folded_decoder import decode_masks
-from modeling.architectures.sam import BoxSAM
+from modeling.architectures.folded_decoder import folded
+from modeling.architectures.sam import BoxSAM, decode_boxes
 
 ENCODER_INPUTS = ("image",)
 ENCODER_OUTPUTS = ("image_embeddings",)
@@ -34,12 +34,10 @@ class EncoderForExport(nn.Module):
 class DecoderForExport(nn.Module):
     def __init__(self, model: BoxSAM) -> None:
         super().__init__()
-        self.model = model
+        self.prompt_encoder = model.prompt_encoder
+        self.mask_decoder = folded(model.mask_decoder)  # a folded copy: ``model`` is unchanged
         self.eval()
 
     def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """``BoxSAM.decode`` with the folded mask decoder (same weights, same function)."""
-        prompts = self.model.prompt_encoder
-        sparse = prompts.embed_boxes(boxes)  # (B, 2, 256)
-        dense = prompts.no_mask_dense(boxes.shape[0])  # (B, 256, 64, 64)
-        return decode_masks(self.model.mask_decoder, image_embeddings, prompts.dense_pe(), sparse, dense)
+        return decode_boxes(self.prompt_encoder, self.mask_decoder, image_embeddings, boxes)

@@ -186,13 +186,15 @@ def test_the_runtimes_code_is_part_of_what_bench_runs_are_recorded_for(tmp_path)
     assert bench.source_digest(Path()) == bench.source_digest(Path().resolve())  # names, not places
 
 
-def test_decoder_forms_times_both_forms_and_bounds_their_drift(tmp_path, models_dir) -> None:
+def test_decoder_forms_times_every_form_and_bounds_their_drift(tmp_path, models_dir) -> None:
     from evaluation import decoder_forms
 
     out = tmp_path / "forms.md"
     assert decoder_forms.main(["--models", str(models_dir), "--repeats", "1", "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "| reference |" in text and "| folded (shipped) |" in text
-    drift = float(text.split("max |logit diff| ")[1].split(",")[0])
-    agreement = float(text.split("min sign agreement ")[1].split(" ")[0])
-    assert drift < 1e-3 and agreement > 0.999
+    lines = out.read_text().splitlines()
+    body = lines[lines.index("|---|---|---|---|---|") + 1 :]
+    rows = [line.split(" | ") for line in body if line.startswith("| ")]
+    assert [r[0][2:] for r in rows] == list(decoder_forms.FORMS)
+    assert rows[0][2] == "1.00x" and float(rows[0][3]) == 0.0  # the first form against itself
+    for row in rows[1:]:
+        assert float(row[3]) < 1e-3 and float(row[4].rstrip(" |")) > 0.999

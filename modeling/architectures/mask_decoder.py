@@ -95,8 +95,22 @@ class TwoWayTransformer(nn.Module):
         return self.norm_final_attn(queries + attn), keys
 
 
+def mask_as_matmul(up: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) upscaled features, (B, K) hypernetwork weights -> (B, 1, H, W), as SAM writes it."""
+    b, _, h, w = up.shape
+    return (hyper.unsqueeze(1) @ up.flatten(2)).view(b, 1, h, w)
+
+
+def mask_as_weighted_sum(up: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+    """The same function as a channel-weighted sum: on OpenVINO's CPU plugin it skips a reorder of
+    the (B, K, 256, 256) features before the matmul (`make decoder-forms`)."""
+    return (up * hyper[:, :, None, None]).sum(dim=1, keepdim=True)
+
+
 class MaskDecoder(nn.Module):
     """Predicts low-resolution (4x the embedding size) mask logits from tokens and an embedding."""
+
+    mask_product = staticmethod(mask_as_weighted_sum)  # (up, hyper) -> logits; see the two above
 
     def __init__(self, dim: int = 256, num_multimask: int = 3) -> None:
         super().__init__()
@@ -142,7 +156,7 @@ class MaskDecoder(nn.Module):
         src = src_tokens.transpose(1, 2).reshape(b, c, h, w)
         up = self.output_upscaling(src)  # (B, C/8, 4h, 4w)
         mask_token = hs[:, 1, :]  # single-mask output uses mask token 0
-        hyper = self.output_hypernetworks_mlps[0](mask_token).unsqueeze(1)  # (B, 1, C/8)
-        masks = (hyper @ up.flatten(2)).view(b, 1, up.shape[2], up.shape[3])
+        hyper = self.output_hypernetworks_mlps[0](mask_token)  # (B, C/8)
+        masks = self.mask_product(up, hyper)  # (B, 1, 4h, 4w)
         iou = self.iou_prediction_head(hs[:, 0, :])[:, :1]
         return masks, iou

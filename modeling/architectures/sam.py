@@ -15,6 +15,19 @@ from modeling.architectures.students import STUDENTS, build_student
 from modeling.architectures.tiny_vit import TEACHER_AT, TinyViT, build_teacher_at
 
 
+def decode_boxes(
+    prompt_encoder: PromptEncoder,
+    mask_decoder: MaskDecoder,
+    embeddings: torch.Tensor,
+    boxes_xyxy: torch.Tensor,
+) -> torch.Tensor:
+    """(B, 256, 64, 64) embeddings, (B, 4) model-frame boxes -> (B, 1, 256, 256) single-mask logits."""
+    sparse = prompt_encoder.embed_boxes(boxes_xyxy)  # (B, 2, 256)
+    dense = prompt_encoder.no_mask_dense(boxes_xyxy.shape[0])  # (B, 256, 64, 64)
+    logits, _ = mask_decoder(embeddings, prompt_encoder.dense_pe(), sparse, dense)
+    return logits
+
+
 class BoxSAM(nn.Module):
     """Image encoder + prompt encoder + mask decoder; boxes only, single-mask output."""
 
@@ -26,10 +39,7 @@ class BoxSAM(nn.Module):
 
     def decode(self, embeddings: torch.Tensor, boxes_xyxy: torch.Tensor) -> torch.Tensor:
         """(B, 256, 64, 64) embeddings, (B, 4) model-frame boxes -> (B, 1, 256, 256) logits."""
-        sparse = self.prompt_encoder.embed_boxes(boxes_xyxy)  # (B, 2, 256)
-        dense = self.prompt_encoder.no_mask_dense(boxes_xyxy.shape[0])
-        logits, _ = self.mask_decoder(embeddings, self.prompt_encoder.dense_pe(), sparse, dense)
-        return logits
+        return decode_boxes(self.prompt_encoder, self.mask_decoder, embeddings, boxes_xyxy)
 
     def forward(self, images: torch.Tensor, boxes_xyxy: torch.Tensor) -> torch.Tensor:
         return self.decode(self.image_encoder(images), boxes_xyxy)
