@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching decoder-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe clean
+.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -21,7 +21,7 @@ help:
 	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder slices and decoder boxes per call: does batching pay"
-	@echo "make decoder-forms  the decoder's reference vs folded (shipped) forward: ms per box, logit drift"
+	@echo "make graph-forms  encoder and decoder as written vs as exported: time per call, output drift"
 	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
 	@echo "make image      build the product image (docker, else podman; stand-in base if needed)"
 	@echo "make container-test  challenge protocol against the image -> reports/container.md"
@@ -77,8 +77,8 @@ startup: $(MANIFEST)
 batching: $(MANIFEST)
 	$(PY) -m evaluation.batching
 
-decoder-forms: $(MANIFEST)
-	$(PY) -m evaluation.decoder_forms
+graph-forms: $(MANIFEST)
+	$(PY) -m evaluation.graph_forms
 
 cohort-bench: $(MANIFEST)
 	$(PY) -m evaluation.cohort_bench --data $(DATA)

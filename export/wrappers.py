@@ -1,6 +1,7 @@
 """Trace-friendly wrappers: the two graphs the runtime executes.
 
-encoder: image (B, 3, S, S) float32 in [0, 1] -> image_embeddings (B, 256, 64, 64)
+encoder: image (B, 3, S, S) float32 in [0, 1] -> image_embeddings (B, 256, 64, 64); TinyViT's
+         window attentions run their qkv projection as three (``tiny_vit.SplitQKVAttention``)
 decoder: image_embeddings (B, 256, 64, 64), boxes (B, 4) float32 XYXY model-frame pixels
          -> low_res_logits (B, 1, 256, 256). Prompt encoding, the no-mask dense embedding and
          the dense positional encoding (a constant) are folded in; the mask decoder's cross-attentions
@@ -14,6 +15,7 @@ from torch import nn
 
 from modeling.architectures.folded_decoder import folded
 from modeling.architectures.sam import BoxSAM, decode_boxes
+from modeling.architectures.tiny_vit import with_split_qkv
 
 ENCODER_INPUTS = ("image",)
 ENCODER_OUTPUTS = ("image_embeddings",)
@@ -24,7 +26,7 @@ DECODER_OUTPUTS = ("low_res_logits",)
 class EncoderForExport(nn.Module):
     def __init__(self, model: BoxSAM) -> None:
         super().__init__()
-        self.encoder = model.image_encoder
+        self.encoder = with_split_qkv(model.image_encoder)  # a copy: ``model`` is unchanged
         self.eval()  # a new Module starts in train mode; the exporter restores it recursively
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -85,3 +85,17 @@ def test_exported_decoder_forward_equals_the_reference(ours) -> None:
             assert ref.shape == folded.shape == (3, 1, 256, 256)
             assert torch.allclose(ref, folded, atol=2e-4, rtol=0), (ref - folded).abs().max()
             assert ((ref > 0) == (folded > 0)).float().mean() > 0.9999
+
+
+def test_exported_encoder_forward_equals_the_reference(ours) -> None:
+    """TinyViT with its qkv projections split (the exported form) computes the same embedding,
+    and the model it was made from keeps its fused modules."""
+    from modeling.architectures.tiny_vit import SplitQKVAttention, WindowAttention, with_split_qkv
+
+    split = with_split_qkv(ours.image_encoder)
+    kinds = lambda m: {type(x) for x in m.modules()} & {SplitQKVAttention, WindowAttention}  # noqa: E731
+    assert kinds(split) == {SplitQKVAttention} and kinds(ours.image_encoder) == {WindowAttention}
+    torch.manual_seed(2)
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.allclose(ours.image_encoder(x), split(x), atol=1e-5, rtol=0)

@@ -186,15 +186,23 @@ def test_the_runtimes_code_is_part_of_what_bench_runs_are_recorded_for(tmp_path)
     assert bench.source_digest(Path()) == bench.source_digest(Path().resolve())  # names, not places
 
 
-def test_decoder_forms_times_every_form_and_bounds_their_drift(tmp_path, models_dir) -> None:
-    from evaluation import decoder_forms
+def test_graph_forms_time_every_form_and_bound_their_drift(tmp_path, models_dir) -> None:
+    from evaluation import graph_forms
 
     out = tmp_path / "forms.md"
-    assert decoder_forms.main(["--models", str(models_dir), "--repeats", "1", "--out", str(out)]) == 0
+    assert graph_forms.main(["--models", str(models_dir), "--repeats", "1", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    body = lines[lines.index("|---|---|---|---|---|") + 1 :]
-    rows = [line.split(" | ") for line in body if line.startswith("| ")]
-    assert [r[0][2:] for r in rows] == list(decoder_forms.FORMS)
-    assert rows[0][2] == "1.00x" and float(rows[0][3]) == 0.0  # the first form against itself
-    for row in rows[1:]:
-        assert float(row[3]) < 1e-3 and float(row[4].rstrip(" |")) > 0.999
+    tables = {}
+    for graph, forms, rule in (
+        ("Encoder", graph_forms.ENCODER_FORMS, "|---|---|---|---|"),
+        ("Decoder", graph_forms.DECODER_FORMS, "|---|---|---|---|---|"),
+    ):
+        start = lines.index(rule, lines.index(f"## {graph}")) + 1
+        rows = [line.split(" | ") for line in lines[start : start + len(forms)]]
+        assert [r[0][2:] for r in rows] == list(forms)
+        assert (
+            rows[0][2] == "1.00x" and float(rows[0][3].rstrip(" |")) == 0.0
+        )  # the first form against itself
+        tables[graph] = rows[1:]
+    assert all(float(r[3].rstrip(" |")) < 1e-4 for r in tables["Encoder"])
+    assert all(float(r[3]) < 1e-3 and float(r[4].rstrip(" |")) > 0.999 for r in tables["Decoder"])

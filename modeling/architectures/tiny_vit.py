@@ -8,6 +8,7 @@ Output: (B, 256, 64, 64) image embedding.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -121,6 +122,41 @@ class WindowAttention(nn.Module):
         attn = ((q @ k.transpose(-2, -1)) * self.scale + bias).softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
         return self.proj(x)
+
+
+class SplitQKVAttention(WindowAttention):
+    """``WindowAttention`` with its fused qkv projection run as three (same weights, same
+    function): the exported graph then has no split of the qkv tensor (OpenVINO's CPU plugin runs
+    that split with a reference kernel, ~3% of the encoder; `make graph-forms`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape  # (B*windows, N, C)
+        h, d = self.num_heads, self.head_dim
+        normed = self.norm(x)
+        weight = self.qkv.weight.view(h, 3, d, -1)  # output channel h*3d + j: q (j < d), k, v
+        bias = self.qkv.bias.view(h, 3, d)
+        q, k, v = (
+            F.linear(normed, weight[:, i].reshape(h * d, -1), bias[:, i].reshape(h * d))
+            .view(b, n, h, d)
+            .transpose(1, 2)
+            for i in range(3)
+        )  # each (B, heads, N, d)
+        bias_table = self.attention_biases[:, self.bias_idxs]  # (heads, N, N)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale + bias_table).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, h * d))
+
+
+def with_split_qkv(encoder: nn.Module) -> nn.Module:
+    """A copy of ``encoder`` whose TinyViT window attentions are ``SplitQKVAttention`` (the
+    exported form; training keeps the fused module). ``encoder`` is left as it is."""
+    out = copy.deepcopy(encoder)
+    for block in out.modules():
+        if isinstance(block, TinyViTBlock):
+            attn = block.attn
+            split = SplitQKVAttention(attn.qkv.in_features, attn.num_heads, block.window)
+            split.load_state_dict(attn.state_dict())
+            block.attn = split.train(attn.training)
+    return out
 
 
 class TokenMLP(nn.Module):
