@@ -3,6 +3,11 @@
 Runs ``python -m app`` and ``python -m baseline`` on the same folder, then compares their label
 maps case by case: per-label Dice between the two outputs (a label empty in both counts as 1),
 averaged per case; reported separately for 2D and 3D. Writes CSV + Markdown.
+
+``--between A B`` compares two output folders instead (two builds of the app on the same
+inputs, e.g. before and after a change of the exported graphs), per modality group: how many
+label maps are identical, the largest fraction of a case's pixels that differ, the lowest
+per-case Dice. Nothing is run.
 """
 
 from __future__ import annotations
@@ -68,6 +73,60 @@ def summarise(rows: list[dict[str, object]]) -> list[str]:
     return lines
 
 
+def build_difference(data: Path, a: Path, b: Path) -> list[dict[str, object]]:
+    """Per case of ``data`` present in both output folders: identical?, fraction of pixels that
+    differ, mean per-label Dice (labels up to the case's box count)."""
+    rows = []
+    for path in sorted(data.glob("*.npz")):
+        if not ((a / path.name).exists() and (b / path.name).exists()):
+            continue
+        with np.load(a / path.name) as fa, np.load(b / path.name) as fb:
+            x, y = fa["segs"], fb["segs"]
+        n = len(load_case(path).boxes)
+        group = "_".join(path.name.split("_")[:2])  # e.g. 2DBox_US
+        rows.append(
+            {
+                "case": path.name,
+                "group": group,
+                "identical": bool(np.array_equal(x, y)),
+                "differing": float(np.mean(x != y)),
+                "dice": label_dice(x, y, n),
+            }  # fmt: skip
+        )
+    return rows
+
+
+def summarise_difference(rows: list[dict[str, object]]) -> list[str]:
+    lines = [
+        "| group | cases | identical | most pixels differing in a case | min Dice | mean Dice |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group in sorted({str(r["group"]) for r in rows}):
+        g = [r for r in rows if r["group"] == group]
+        dice = [float(r["dice"]) for r in g]
+        lines.append(
+            f"| {group} | {len(g)} | {sum(bool(r['identical']) for r in g)} | "
+            f"{max(float(r['differing']) for r in g):.1e} | {min(dice):.5f} | {np.mean(dice):.6f} |"
+        )
+    return lines
+
+
+def between(data: Path, a: Path, b: Path, out: Path) -> int:
+    rows = build_difference(data, a, b)
+    write_csv(out / "between.csv", rows, ["case", "group", "identical", "differing", "dice"])
+    lines = [
+        f"# Label maps of `{a}` vs `{b}`",
+        "",
+        f"Inputs: `{data}` ({len(rows)} cases with an output in both). Command: "
+        f"`python -m evaluation.agreement --data {data} --between {a} {b} --out {out}`.",
+        "",
+        *summarise_difference(rows),
+    ]
+    (out / "between.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if rows else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.agreement", description=__doc__)
     parser.add_argument("--data", type=Path, default=PUBLIC)
@@ -77,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         "--models", type=Path, default=DEFAULT_MODELS, help="exported models (LiteMedSAM used)"
     )
     parser.add_argument("--skip-run", action="store_true", help="compare existing outputs only")
+    parser.add_argument(
+        "--between", nargs=2, type=Path, metavar=("A", "B"), help="compare two output folders (runs nothing)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.between:
+        return between(args.data, *args.between, args.out)
     # The oracle runs LiteMedSAM; so does the app here (shipped specialists left out).
     models = base_only_models(args.models, args.work / "models_lite_medsam")
     app_out, ref_out = output_folder("app", args.work, models), output_folder("baseline", args.work)

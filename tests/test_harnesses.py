@@ -206,3 +206,24 @@ def test_graph_forms_time_every_form_and_bound_their_drift(tmp_path, models_dir)
         tables[graph] = rows[1:]
     assert all(float(r[3].rstrip(" |")) < 1e-4 for r in tables["Encoder"])
     assert all(float(r[3]) < 1e-3 and float(r[4].rstrip(" |")) > 0.999 for r in tables["Decoder"])
+
+
+def test_agreement_between_two_builds_counts_identical_and_differing_maps(tmp_path) -> None:
+    from evaluation import agreement
+
+    data = tiny_corpus(tmp_path / "data")
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    for folder in (a, b):
+        folder.mkdir()
+    for path in sorted(data.glob("*.npz")):
+        segs = np.load(path)["gts"].astype(np.uint16)
+        np.savez_compressed(a / path.name, segs=segs)
+        changed = segs.copy()
+        if path.name.startswith("3D"):
+            changed.flat[np.flatnonzero(segs)[0]] = 0  # one pixel of one object
+        np.savez_compressed(b / path.name, segs=changed)
+    assert agreement.main(["--data", str(data), "--between", str(a), str(b), "--out", str(out)]) == 0
+    text = (out / "between.md").read_text()
+    assert "| 2DBox_US | 1 | 1 | 0.0e+00 | 1.00000 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 3DBox_CT |"))
+    assert row.split(" | ")[2] == "0" and float(row.split(" | ")[4]) < 1.0
