@@ -103,14 +103,15 @@ def mask_as_matmul(up: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
 
 def mask_as_weighted_sum(up: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
     """The same function as a channel-weighted sum: on OpenVINO's CPU plugin it skips a reorder of
-    the (B, K, 256, 256) features before the matmul (`make decoder-forms`)."""
+    the (B, K, 256, 256) features before the matmul (the exported form, `make graph-forms`)."""
     return (up * hyper[:, :, None, None]).sum(dim=1, keepdim=True)
 
 
 class MaskDecoder(nn.Module):
     """Predicts low-resolution (4x the embedding size) mask logits from tokens and an embedding."""
 
-    mask_product = staticmethod(mask_as_weighted_sum)  # (up, hyper) -> logits; see the two above
+    # (up, hyper) -> logits: SAM's form here (training, the oracle); the export swaps in the sum
+    mask_product = staticmethod(mask_as_matmul)
 
     def __init__(self, dim: int = 256, num_multimask: int = 3) -> None:
         super().__init__()
