@@ -321,6 +321,35 @@ def test_a_route_a_student_serves_goes_to_the_larger_validation_gain() -> None:
     assert not tie[0].accepted  # a tie stays with the faster student
 
 
+def test_a_specialist_over_another_encoder_replaces_the_shipped_one_only_if_it_holds_up(
+    tmp_path: Path,
+) -> None:
+    from modeling.registry import CARD_NAME
+    from train.source_gate import contest_shipped, settle_routes
+
+    def rows(routed: float, sources: tuple[str, ...] = ("DRIVE", "DRIVE", "DRIVE", "STARE")) -> list[dict]:
+        return [{**row(s, True, 0.2, routed), "case": f"c{i}"} for i, s in enumerate(sources)]
+
+    shipped = {"fundus_2d": {"kind": "decoder specialist"}}  # trained over LiteMedSAM's encoder
+    old = rows(0.50)
+    better = route_verdicts(rows(0.52))
+    won, keep = contest_shipped(better, rows(0.52), old, shipped, "student_a")
+    assert won[0].accepted and "replaces the one over lite_medsam" in won[0].reason and keep == set()
+    worse = rows(0.50)
+    worse[-1]["routed_dsc"] = 0.49  # one source a point down: the shipped one keeps the route
+    lost, keep = contest_shipped(route_verdicts(worse), worse, old, shipped, "student_a")
+    assert not lost[0].accepted and "STARE" in lost[0].reason and keep == {"fundus_2d"}
+    same, keep = contest_shipped(route_verdicts(worse), worse, old, shipped, "lite_medsam")
+    assert same[0].accepted and keep == set()  # a rerun over the same encoder: no contest
+    missing, keep = contest_shipped(better, rows(0.52), [], shipped, "student_a")
+    assert not missing[0].accepted and keep == {"fundus_2d"}  # no earlier rows: never replaced blind
+    weights = tmp_path / "weights"
+    (weights / "fundus_2d").mkdir(parents=True)
+    (weights / "fundus_2d" / CARD_NAME).write_text("{}")
+    settle_routes(lost, worse, tmp_path / "candidates", weights, "test", keep={"fundus_2d"})
+    assert (weights / "fundus_2d" / CARD_NAME).read_text() == "{}"  # left as it is
+
+
 def test_the_readme_table_shows_the_students_figures_where_a_student_serves_the_route() -> None:
     from train.source_gate import shipped_table
 

@@ -261,3 +261,55 @@ def test_stored_weights_keep_integer_buffers_exact() -> None:
     restored = torch.nn.BatchNorm2d(4)
     restored.load_state_dict(state_fp32(stored), strict=True)
     assert int(restored.num_batches_tracked) == 100_000 and restored.weight.dtype == torch.float32
+
+
+def student_card(weights: Path, key: str = "student_tinyvit_r112d") -> str:
+    """A student encoder card in ``weights``: the student's architecture, initial weights (fp16)."""
+    from modeling.architectures.sam import build_architecture
+    from modeling.checkpoint import sha256_file
+
+    folder = weights / key
+    folder.mkdir(parents=True)
+    encoder = build_architecture(key).image_encoder.state_dict()
+    torch.save(
+        {k: v.half() if v.is_floating_point() else v for k, v in encoder.items()}, folder / "encoder_fp16.pt"
+    )
+    overlay = {"file": "encoder_fp16.pt", "sha256": sha256_file(folder / "encoder_fp16.pt")}
+    card = {"key": key, "kind": "student encoder", "architecture": key, "licence": "x",
+            "overlays": {"image_encoder": overlay}, "routes": [{"dims": 3, "modality": "CT"}]}  # fmt: skip
+    (folder / CARD_NAME).write_text(json.dumps(card))
+    return key
+
+
+def test_a_specialist_over_a_student_shares_the_students_encoder(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    student = student_card(weights)
+    decoder = tmp_path / "decoder_src.pt"
+    perturbed_decoder(decoder)
+    card = candidate_card("pet_3d", decoder, {"command": "test"}, student, weights)
+    write_candidate(weights / "pet_3d", card, decoder)
+    assert sorted(p.name for p in (weights / "pet_3d").iterdir()) == [CARD_NAME, "decoder_fp16.pt"]
+    assert card["encoder"] == student
+    specs = model_specs(weights)
+    assert specs["pet_3d"].architecture == student
+    assert encoder_owners(specs)["pet_3d"] == student  # one encoder IR for both
+    model, over = load_model(specs["pet_3d"]), load_model(specs[student])
+    enc, enc_student = model.image_encoder.state_dict(), over.image_encoder.state_dict()
+    assert all(torch.equal(enc[k], enc_student[k]) for k in enc)
+    trained, original = model.mask_decoder.state_dict(), load_model(BASE).mask_decoder.state_dict()
+    assert all(torch.allclose(v, (original[k] * 1.01).half().float()) for k, v in trained.items())
+
+
+def test_a_student_a_specialist_was_trained_over_is_kept_without_routes(tmp_path: Path) -> None:
+    from train.distill.gate import hand_over, read_cards
+
+    route = [{"dims": 3, "modality": "CT"}]
+    for key, card in {"s": {"kind": "student encoder", "routes": route},
+                      "pet_3d": {"kind": "decoder specialist", "encoder": "s"}}.items():  # fmt: skip
+        (tmp_path / key).mkdir()
+        (tmp_path / key / CARD_NAME).write_text(json.dumps(card))
+    hand_over(tmp_path, {"s": set()}, read_cards(tmp_path))
+    assert read_cards(tmp_path)["s"]["routes"] == []
+    (tmp_path / "pet_3d" / CARD_NAME).unlink()
+    hand_over(tmp_path, {"s": set()}, {"s": {"kind": "student encoder", "routes": route}})
+    assert not (tmp_path / "s").exists()

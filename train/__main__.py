@@ -42,9 +42,11 @@ from train.router_fit import RouterConfig, case_box_features, fit_reference
 from train.samples import build_cache, split_paths
 from train.source_gate import (
     ROUTER_FILE,
+    contest_shipped,
     contest_students,
     drop_retired,
     load_references,
+    read_case_rows,
     route_verdicts,
     router_acceptance,
     run_source_gate,
@@ -74,15 +76,15 @@ def train_group(
     """Cache, train (resumable) and log one group: (fp16 decoder weights, log rows, objects)."""
     parts = {"train": cases["train"], "val": in_source(cases["val"], cases["train"])}
     pools = {
-        part: load_pool(build_cache(paths, args.cache / group, session, args.per_case))
+        part: load_pool(build_cache(paths, per_encoder(args, args.cache) / group, session, args.per_case))
         for part, paths in parts.items()
     }
     print(f"train: {group}: {len(parts['train'])} train cases ({len(pools['train'].objects)} objects), "
           f"{len(parts['val'])} in-source val ({len(pools['val'].objects)})", file=sys.stderr)  # fmt: skip
-    model = load_model(get_spec(BASE_KEY))
+    model = load_model(get_spec(args.encoder))  # its decoder is LiteMedSAM's: the one fine-tuned
     torch.manual_seed(cfg.seed)
-    log = train_decoder(model, pools["train"], pools["val"], args.out / group, cfg)
-    weights = args.out / group / DECODER_FILE
+    log = train_decoder(model, pools["train"], pools["val"], per_encoder(args, args.out) / group, cfg)
+    weights = per_encoder(args, args.out) / group / DECODER_FILE
     torch.save(state_fp16(model.mask_decoder.state_dict()), weights)
     report = args.report / group
     report.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,12 @@ def train_group(
     plot_log(log, report / "loss.png", group)
     print(f"train: {group}: wrote {weights}, {report}/log.csv, loss.png", file=sys.stderr)
     return weights, log, len(pools["train"].objects)
+
+
+def per_encoder(args: argparse.Namespace, root: Path) -> Path:
+    """``root`` for LiteMedSAM's encoder, else ``root/<encoder>``: caches and training states
+    of decoders trained over another encoder never mix with (or resume from) LiteMedSAM's."""
+    return root if args.encoder == BASE_KEY else root / args.encoder
 
 
 class BoxFeatures:
@@ -140,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="where accepted specialists go")
     parser.add_argument("--gate-dir", type=Path, default=Path("build/gate"))
     parser.add_argument("--no-gate", action="store_true", help="train only")
+    encoder_help = "the frozen encoder the decoders train over: LiteMedSAM's, or a student's key in weights/"
+    parser.add_argument("--encoder", default=BASE_KEY, help=encoder_help)
     for f in fields(TrainConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
@@ -152,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data = as_one_folder(args.data)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    session = SessionCache(create_core(None), args.models).get(BASE_KEY)
-    features = BoxFeatures(data, session, args.cache / "router")
+    session = SessionCache(create_core(None), args.models).get(args.encoder)
+    features = BoxFeatures(data, session, per_encoder(args, args.cache) / "router")
     val_names: dict[str, list[str]] = {}
     train_sources: dict[str, set[str]] = {}
     for group in args.groups:
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": asdict(cfg),
             "proxy_val_dice": {"start": log[0]["val_dice"], "end": log[-1]["val_dice"]},
         }
-        card = candidate_card(group, weights, training)
+        card = candidate_card(group, weights, training, args.encoder, WEIGHTS_DIR)
         folder = args.gate_dir / "weights" / group
         card["router"] = fit_router(cases["train"], features, folder, RouterConfig())
         write_candidate(folder, card, weights)
@@ -182,21 +192,32 @@ def main(argv: list[str] | None = None) -> int:
     for stale in (args.gate_dir / "weights").glob("*"):
         if stale.name not in val_names:
             shutil.rmtree(stale)
+    if args.encoder != BASE_KEY:  # the candidates' shared encoder, exported beside them
+        shared = args.gate_dir / "weights" / args.encoder
+        shutil.copytree(WEIGHTS_DIR / args.encoder, shared, dirs_exist_ok=True)
     command = (
-        f"make train-specialists (python -m train --groups {' '.join(sorted(val_names))}{config_flags(cfg)})"
+        f"make train-specialists (python -m train --groups {' '.join(sorted(val_names))}{config_flags(cfg)}"
+        f"{'' if args.encoder == BASE_KEY else f' --encoder {args.encoder}'})"
     )
     acceptance_of = router_acceptance(load_references(args.gate_dir / "weights"), features)
     rows = run_source_gate(val_names, train_sources, data, args.gate_dir, acceptance_of)
     cards = read_cards(args.weights)
-    verdicts, students = contest_students(route_verdicts(rows), rows, cards)
-    settle_routes(verdicts, rows, args.gate_dir / "weights", args.weights, command)
-    hand_over(args.weights, students, cards)
     report = args.report.parent / "specialists"
+    shipped_rows = read_case_rows(report / "gate_cases.csv") if (report / "gate_cases.csv").is_file() else []
+    verdicts, keep = contest_shipped(route_verdicts(rows), rows, shipped_rows, cards, args.encoder)
+    verdicts, students = contest_students(verdicts, rows, cards)
+    settle_routes(verdicts, rows, args.gate_dir / "weights", args.weights, command, keep)
+    hand_over(args.weights, students, cards)
+    if keep:  # the report keeps the shipped specialists' measured cases
+        rows = [r for r in rows if r["group"] not in keep]
     rows = with_earlier_rows(rows, report / "gate_cases.csv")
     for key in drop_retired(args.weights):
         print(f"gate: removed {args.weights / key}: no such group in train/groups.py", file=sys.stderr)
     everything, _ = contest_students(route_verdicts(rows), rows, cards)
-    write_source_report(rows, everything, report, command, gated=sorted(val_names))
+    this_run = {(v.group, v.dims, v.modality): v for v in verdicts}  # with the contests' reasons
+    everything = [this_run.get((v.group, v.dims, v.modality), v) for v in everything]
+    gated = sorted(set(val_names) - keep)
+    write_source_report(rows, everything, report, command, gated=gated)
     for v in verdicts:
         print(f"gate: {v.group}: {v.modality} {v.dims}D: {verdict(v.accepted)} ({v.reason})", file=sys.stderr)
     print("gate: now `make export` ships the accepted specialists, their routers and routes", file=sys.stderr)

@@ -32,7 +32,7 @@ from common.reports import write_csv
 from evaluation.evaluate import score_one
 from evaluation.runner import DEFAULT_MODELS, DEFAULT_WORK, base_only_models, output_folder, run_missing
 from modeling.checkpoint import sha256_file
-from modeling.registry import BASE, BASE_KEY, CARD_NAME
+from modeling.registry import BASE, BASE_KEY, CARD_NAME, WEIGHTS_DIR, get_spec
 from train.groups import GROUPS, group_of
 
 DECODER_FILE = "decoder_fp16.pt"
@@ -142,10 +142,19 @@ def probe_verdict(results: list[GateResult], r: GateResult) -> str:
     return {verdict(True): "would ship", verdict(False): "would keep LiteMedSAM"}.get(said, said)
 
 
-def candidate_card(group: str, decoder: Path, training: dict[str, Any]) -> dict[str, Any]:
-    """The card of a decoder specialist for ``group`` (validation filled in by the gate)."""
+def candidate_card(
+    group: str,
+    decoder: Path,
+    training: dict[str, Any],
+    encoder: str = BASE_KEY,
+    weights_dir: Path = WEIGHTS_DIR,
+) -> dict[str, Any]:
+    """The card of a decoder specialist for ``group`` (validation filled in by the gate), trained
+    over ``encoder``'s embeddings: LiteMedSAM's, or a student encoder's of ``weights_dir``, which
+    the card then names (``encoder``) and shares (its ``image_encoder`` overlay, by a path into the
+    student's folder: one copy of the weights in git, one encoder IR in the export)."""
     spec_group = GROUPS[group]
-    return {
+    card: dict[str, Any] = {
         "key": group,
         "kind": "decoder specialist",
         "architecture": BASE.architecture,
@@ -158,14 +167,29 @@ def candidate_card(group: str, decoder: Path, training: dict[str, Any]) -> dict[
         ),
         "training": training,
     }
+    if encoder != BASE_KEY:
+        spec = get_spec(encoder, weights_dir)
+        (overlay,) = [o for o in spec.overlays if o.module == "image_encoder"]
+        card["architecture"] = spec.architecture
+        card["encoder"] = encoder
+        card["overlays"]["image_encoder"] = {
+            "file": f"../{encoder}/{overlay.path.name}",
+            "sha256": overlay.sha256,
+        }
+    return card
+
+
+def own_overlay(card: dict[str, Any]) -> dict[str, str]:
+    """The one overlay a card's folder holds itself (a shared encoder's lives in its own folder)."""
+    (overlay,) = [o for o in card["overlays"].values() if "/" not in o["file"]]
+    return overlay
 
 
 def write_candidate(folder: Path, card: dict[str, Any], weights: Path) -> None:
-    """The one card writer: ``folder/card.json`` and the overlay file the card names (a decoder
-    specialist's or a student encoder's fp16 weights, copied from ``weights``)."""
-    (overlay,) = card["overlays"].values()
+    """The one card writer: ``folder/card.json`` and the overlay file the card holds itself (a
+    decoder specialist's or a student encoder's fp16 weights, copied from ``weights``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, folder / overlay["file"])
+    shutil.copyfile(weights, folder / own_overlay(card)["file"])
     (folder / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 

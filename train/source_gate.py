@@ -38,9 +38,9 @@ from evaluation.runner import (
     run_missing,
     without_routers,
 )
-from modeling.registry import CARD_NAME, WEIGHTS_DIR
+from modeling.registry import BASE_KEY, CARD_NAME, WEIGHTS_DIR
 from train.distill.gate import STUDENT_KIND, card_routes, read_cards
-from train.gate import DECODER_FILE, export_candidates, write_candidate, write_cases_csv
+from train.gate import DECODER_FILE, STUDENT_RULE, export_candidates, write_candidate, write_cases_csv
 from train.groups import GROUPS, group_of
 
 SYSTEMS = ("base", "alone", "routed")
@@ -290,12 +290,84 @@ def contest_students(
     return out, remaining
 
 
+def _route_rows(rows: list[dict[str, Any]], group: str, dims: int, mod: str) -> list[dict[str, Any]]:
+    return [r for r in rows if (r["group"], int(r["dims_n"]), r["modality"]) == (group, dims, mod)]
+
+
+def _routed_delta(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """(DSC, NSD) of the product with ``ours`` less with ``theirs`` on ``ours``' cases (None:
+    ``theirs`` lacks some of them)."""
+    names = {r["case"] for r in ours}
+    prev = [r for r in theirs if r["case"] in names]
+    if len(prev) != len(ours):
+        return None
+    new, old = system_means(ours), system_means(prev)
+    return new["routed_dsc"] - old["routed_dsc"], new["routed_nsd"] - old["routed_nsd"]
+
+
+def _shortfalls(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[str]:
+    """Where the product with ``ours`` falls short of the student rule against ``theirs``: the
+    route, then each source."""
+    parts = [("route", ours)] + [
+        (s, [r for r in ours if r["source"] == s]) for s in sorted({r["source"] for r in ours})
+    ]
+    out = []
+    for label, sub in parts:
+        delta = _routed_delta(sub, theirs)
+        if delta is None:
+            out.append(f"{label}: no earlier rows of the shipped specialist")
+        elif delta[0] < STUDENT_RULE.min_dsc_gain or delta[1] < STUDENT_RULE.min_nsd_gain:
+            out.append(f"{label}: DSC {delta[0] * 100:+.1f}, NSD {delta[1] * 100:+.1f} points")
+    return out
+
+
+def contest_shipped(
+    verdicts: list[RouteVerdict],
+    rows: list[dict[str, Any]],
+    shipped_rows: list[dict[str, Any]],
+    cards: dict[str, dict],
+    encoder: str,
+) -> tuple[list[RouteVerdict], set[str]]:
+    """A candidate over ``encoder`` replaces its group's shipped specialist trained over another
+    encoder (LiteMedSAM's, or another student's) only where the product with it holds the
+    student rule against the product with the shipped one (``shipped_rows``: its earlier gate
+    rows, the same validation cases): mean DSC within half a point and NSD within one point or
+    above, on the route and on every source. Returns the verdicts (a route lost turned down) and
+    the groups whose shipped specialist stays untouched."""
+    keep: set[str] = set()
+    out = []
+    for v in verdicts:
+        card = cards.get(v.group)
+        previous = None if card is None else card.get("encoder", BASE_KEY)
+        if not v.accepted or previous in (None, encoder):
+            out.append(v)
+            continue
+        ours = _route_rows(rows, v.group, v.dims, v.modality)
+        shortfalls = _shortfalls(ours, _route_rows(shipped_rows, v.group, v.dims, v.modality))
+        if shortfalls:
+            keep.add(v.group)
+            why = f"{v.reason}, but the shipped specialist over {previous} keeps it ({'; '.join(shortfalls)})"
+            out.append(replace(v, accepted=False, reason=why))
+            continue
+        dsc, nsd = _routed_delta(ours, shipped_rows) or (math.nan, math.nan)
+        gain = f"DSC {dsc * 100:+.1f}, NSD {nsd * 100:+.1f} points"
+        why = f"{v.reason}; replaces the one over {previous} ({gain})"
+        out.append(replace(v, reason=why))
+    return out, keep
+
+
 def settle_routes(
-    verdicts: list[RouteVerdict], rows: list[dict[str, Any]], candidates: Path, weights: Path, command: str
+    verdicts: list[RouteVerdict],
+    rows: list[dict[str, Any]],
+    candidates: Path,
+    weights: Path,
+    command: str,
+    keep: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Ship each gated group's candidate (decoder + router) into ``weights`` with the routes it
-    passed and the per-source validation facts; a group that passed no route is removed."""
-    for group in sorted({v.group for v in verdicts}):
+    passed and the per-source validation facts; a group that passed no route is removed, except
+    those in ``keep`` (their shipped specialist won :func:`contest_shipped`: left as it is)."""
+    for group in sorted({v.group for v in verdicts} - set(keep)):
         target = weights / group
         shutil.rmtree(target, ignore_errors=True)
         passed = [v for v in verdicts if v.group == group and v.accepted]

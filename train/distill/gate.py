@@ -75,11 +75,13 @@ def student_gflops(card: dict) -> float:
 
 def hand_over(weights: Path, remaining: dict[str, set[Route]], cards: dict[str, dict]) -> None:
     """Rewrite the other students' cards with their remaining routes; a student left with none
-    is removed (its carry in ``checkpoints/`` keeps the run)."""
+    is removed (its carry in ``checkpoints/`` keeps the run), unless a decoder specialist was
+    trained over its encoder (the card's ``encoder``): then it stays, serving no route itself."""
+    encoders_in_use = {card.get("encoder") for card in cards.values()}
     for key, routes in remaining.items():
         if routes == card_routes(cards[key]):
             continue
-        if not routes:
+        if not routes and key not in encoders_in_use:
             shutil.rmtree(weights / key)
             print(f"distill gate: {key} serves no route any more: removed from {weights}", file=sys.stderr)
             continue
