@@ -4,7 +4,10 @@ For every box: the middle slice of its (inclusive, clipped) z range is prompted 
 each further slice is prompted with the box of the same object's mask on the neighbouring slice
 (+/- 3 px), or with the original box when that mask is empty. All boxes advance together in one
 sweep per direction, so a slice is encoded once and shared by every box that needs it; the
-embedding is dropped as soon as no pending step needs it.
+embedding is dropped as soon as no pending step needs it. An object whose chosen decoder is over
+another encoder than the router's (the cascade: a specialist over a student encoder, LiteMedSAM
+for the boxes its router refuses) is propagated on that encoder's own embeddings, kept in a
+second cache of the same kind; its slices' uses move from the first cache to the second.
 """
 
 from __future__ import annotations
@@ -60,6 +63,17 @@ class SliceEmbeddings:
         self.peak = 0
         self.resized = resized_hw(volume.shape[1:3], session.input_size)  # same for every slice
 
+    def add_uses(self, zs: range) -> None:
+        """Plan one more use of each slice in ``zs``."""
+        self._uses.update(zs)
+
+    def release(self, zs: range) -> None:
+        """Cancel one planned use of each slice in ``zs`` (dropping what nothing needs any more)."""
+        for z in zs:
+            self._uses[z] -= 1
+            if self._uses[z] <= 0:
+                self._store.pop(z, None)
+
     def take(self, z: int) -> np.ndarray:
         """(1, 256, 64, 64) embedding of slice z, for one use."""
         emb = self._store.get(z)
@@ -107,10 +121,49 @@ def propagation_steps(tracks: list[ObjectTrack]) -> int:
 OnStep = Callable[[int, int], None]
 
 
+class EncoderCaches:
+    """One :class:`SliceEmbeddings` per encoder (``Session.encoder_id``) of a volume: the
+    router's session first, any other created when a track first chooses a decoder over it."""
+
+    def __init__(
+        self, volume: np.ndarray, session: Session, tracks: list[ObjectTrack], capacity: int
+    ) -> None:
+        self._volume, self._capacity = volume, capacity
+        self.primary = SliceEmbeddings(volume, session, slice_uses(tracks), capacity)
+        self._by_encoder = {session.encoder_id: self.primary}
+
+    def assign(self, track: ObjectTrack, decoder: Session) -> SliceEmbeddings:
+        """The cache ``track`` is decoded from once ``decoder`` serves it. Called after the
+        primary cache gave up the key slice's embedding for the choice: over another encoder, the
+        track's other slices leave the primary cache and all of its slices join the other one."""
+        cache = self._by_encoder.get(decoder.encoder_id)
+        if cache is None:
+            cache = SliceEmbeddings(self._volume, decoder, Counter(), self._capacity)
+            self._by_encoder[decoder.encoder_id] = cache
+        if cache is not self.primary:
+            self.primary.release(range(track.z_min, track.z_key))
+            self.primary.release(range(track.z_key + 1, track.z_max + 1))
+            cache.add_uses(range(track.z_min, track.z_max + 1))
+        return cache
+
+    def of(self, track: ObjectTrack) -> SliceEmbeddings:
+        """The cache of ``track``'s decoder (assigned on its key slice)."""
+        return self.primary if track.decoder is None else self._by_encoder[track.decoder.encoder_id]
+
+    @property
+    def encodes(self) -> int:
+        return sum(c.encodes for c in self._by_encoder.values())
+
+    @property
+    def peak(self) -> int:
+        """Sum of each cache's peak: a bound on the embeddings held at once."""
+        return sum(c.peak for c in self._by_encoder.values())
+
+
 def propagate(
     tracks: list[ObjectTrack],
     direction: int,
-    embeddings: SliceEmbeddings,
+    caches: EncoderCaches,
     labels: np.ndarray,
     session: Session,
     on_step: Callable[[], None] | None = None,
@@ -125,8 +178,8 @@ def propagate(
     hw = labels.shape[1:3]
     decodes = 0
     for z in sorted(schedule, reverse=direction == DOWN):
-        emb = None
         for t in schedule[z]:
+            embeddings = caches.of(t)
             emb = embeddings.take(z)
             prompt = (
                 None if t.prev_mask is None else propagation_box(t.prev_mask, t.label, session.input_size)
@@ -152,18 +205,22 @@ def segment_volume(
     """(D, H, W) or (D, H, W, 3) uint8 volume, (N, 6) boxes -> (D, H, W) uint16 labels.
 
     The steps are planned once (one track per box); ``on_step(done, total)`` follows the
-    propagation. ``choose`` picks each object's decoder on its key slice (with the key box); the
-    object keeps it through its propagation."""
+    propagation. ``choose`` picks each object's decoder on its key slice (with the key box and
+    ``session``'s embedding); the object keeps it, and its encoder's embeddings, through its
+    propagation."""
     labels = np.zeros(volume.shape[:3], dtype=np.uint16)
     tracks = make_tracks(boxes, volume.shape, session.input_size)
     if not tracks:
         return Segmentation(labels)
-    embeddings = SliceEmbeddings(volume, session, slice_uses(tracks), capacity)
-    hw = labels.shape[1:3]
+    caches = EncoderCaches(volume, session, tracks, capacity)
+    resized, hw = caches.primary.resized, labels.shape[1:3]
     for t in sorted(tracks, key=lambda t: t.z_key):
-        emb = embeddings.take(t.z_key)
-        t.decoder = session if choose is None else choose(emb, t.box_model, embeddings.resized)
-        t.key_mask = logits_to_mask(t.decoder.decode(emb, t.box_model), embeddings.resized, hw)
+        emb = caches.primary.take(t.z_key)
+        t.decoder = session if choose is None else choose(emb, t.box_model, resized)
+        cache = caches.assign(t, t.decoder)
+        if cache is not caches.primary:
+            emb = cache.take(t.z_key)
+        t.key_mask = logits_to_mask(t.decoder.decode(emb, t.box_model), resized, hw)
         paint(labels[t.z_key], t.key_mask, t.label)
     total, done = propagation_steps(tracks), 0
 
@@ -174,6 +231,6 @@ def segment_volume(
             on_step(done, total)
 
     decodes = len(tracks)
-    decodes += propagate(tracks, UP, embeddings, labels, session, step)
-    decodes += propagate(tracks, DOWN, embeddings, labels, session, step)
-    return Segmentation(labels, embeddings.encodes, decodes, embeddings.peak)
+    decodes += propagate(tracks, UP, caches, labels, session, step)
+    decodes += propagate(tracks, DOWN, caches, labels, session, step)
+    return Segmentation(labels, caches.encodes, decodes, caches.peak)

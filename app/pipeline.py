@@ -19,7 +19,7 @@ from app.inputs import input_kind, output_name
 from app.novelty import BoxRouter
 from app.npz_io import Case, check_output_path, load_case, write_output
 from app.routing import DEFAULT_MODEL_KEY, modality, route
-from app.sessions import SessionCache
+from app.sessions import SessionCache, same_frame
 from app.shards import Record, is_done
 
 log = logging.getLogger("app")
@@ -52,7 +52,9 @@ def box_router(key: str, sessions: SessionCache) -> BoxRouter | None:
     reference = sessions.reference(key) if key != DEFAULT_MODEL_KEY else None
     if reference is None:
         return None
-    return BoxRouter(sessions.get(key), sessions.get(DEFAULT_MODEL_KEY), reference)
+    specialist, general = sessions.get(key), sessions.get(DEFAULT_MODEL_KEY)
+    same_frame(specialist, general)
+    return BoxRouter(specialist, general, reference)
 
 
 def served_by(key: str, router: BoxRouter | None) -> str:

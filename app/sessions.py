@@ -114,9 +114,11 @@ def read_routes(models_dir: Path) -> dict[tuple[int, str], str]:
 
 
 class Session(Protocol):
-    """What inference needs from a model (SamSession, or a fake in tests)."""
+    """What inference needs from a model (SamSession, or a fake in tests). Two sessions with the
+    same ``encoder_id`` encode alike: a decoder of one may decode the other's embedding."""
 
     input_size: int
+    encoder_id: str
 
     def encode(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -124,18 +126,29 @@ class Session(Protocol):
 
 
 # (1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session whose decoder
-# segments that box (app/novelty.py's BoxRouter; None: always the encoding session).
+# segments that box (app/novelty.py's BoxRouter; None: always the encoding session). A chosen
+# session over another encoder decodes that encoder's own embedding of the image (the cascade).
 ChooseDecoder = Callable[[np.ndarray, np.ndarray, tuple[int, int]], Session]
+
+
+def same_frame(a: Session, b: Session) -> None:
+    """Raise ValueError unless ``a`` and ``b`` take the same model frame (input size): a box in
+    one's frame is then a box in the other's."""
+    if a.input_size != b.input_size:
+        msg = f"a router pairs models of input size {a.input_size} and {b.input_size}: they must agree"
+        raise ValueError(msg)
 
 
 class SamSession:
     """Encoder + decoder of one model key, each compiled on its first call (a router's fallback
-    decodes on the specialist's embedding and never needs its own encoder; a case whose boxes all
-    go to the fallback never needs the specialist's decoder). Outputs are copied, never aliased."""
+    over the specialist's own encoder decodes the specialist's embedding and never compiles an
+    encoder; a case whose boxes all go to the fallback never needs the specialist's decoder).
+    Outputs are copied, never aliased."""
 
     def __init__(self, entry: ModelEntry, compile_graph: Callable[[Path], ov.CompiledModel]) -> None:
         self.entry = entry
         self.input_size = entry.input_size
+        self.encoder_id = entry.encoder_xml.as_posix()  # a shared encoder IR: the same id
         self._compile_graph = compile_graph
         self._encoder: ov.CompiledModel | None = None
         self._decoder: ov.CompiledModel | None = None

@@ -23,7 +23,8 @@ class FakeSession:
 
     input_size = 256
 
-    def __init__(self) -> None:
+    def __init__(self, encoder_id: str = "fake") -> None:
+        self.encoder_id = encoder_id
         self.encoder_calls = 0
         self.encoded_means: Counter[float] = Counter()
         self.decoded_boxes: list[np.ndarray] = []

@@ -16,13 +16,14 @@ from app.novelty import (
     BLOCKS,
     N_FEATURES,
     BoxRouter,
+    Reference,
     box_features,
     image_statistics,
     load_reference,
     nearest_distance,
     save_reference,
 )
-from common.synthetic import disks_2d, save_case
+from common.synthetic import disks_2d, save_case, sphere_3d
 from tests.conftest import FakeSession
 from train.router_fit import RouterConfig, acceptance, case_box_features, fit_reference, spread_rows
 from train.source_gate import route_verdicts
@@ -140,6 +141,84 @@ def test_box_router_keeps_a_3d_objects_decoder_through_propagation() -> None:
     assert used == ["base"] * 5 and len(router.decisions) == 1
 
 
+class MarkedEncoder(FakeSession):
+    """A FakeSession over its own encoder: its embeddings carry ``mark`` (channel 1) and its
+    decoder refuses any embedding that does not, so a decode on another encoder's embedding fails."""
+
+    def __init__(self, encoder_id: str, mark: float) -> None:
+        super().__init__(encoder_id)
+        self.mark = mark
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        emb = super().encode(images)
+        emb[:, 1] = self.mark
+        return emb
+
+    def decode(self, embedding: np.ndarray, box_model: np.ndarray) -> np.ndarray:
+        assert float(embedding[0, 1, 0, 0]) == self.mark, "decoded another encoder's embedding"
+        return super().decode(embedding, box_model)
+
+
+def cascade_router(spec: FakeSession, base: FakeSession) -> BoxRouter:
+    """A router (fitted on the specialist's near-zero embeddings) that takes large boxes."""
+    train = [box_features(np.zeros((256, 64, 64), np.float32), np.array(b, np.float32), (256, 256))[None]
+             for b in ([10, 10, 230, 230], [12, 8, 236, 228], [6, 14, 226, 240])]  # fmt: skip
+    ref = fit_reference(train, RouterConfig(quantile=1.0))
+    return BoxRouter(spec, base, ref)
+
+
+def test_a_box_refused_by_a_specialist_over_another_encoder_gets_the_general_models_own_embedding() -> None:
+    from app.infer_2d import segment_image
+
+    spec, base = MarkedEncoder("student", 0.0), MarkedEncoder("teacher", 7.0)
+    router = cascade_router(spec, base)
+    image = np.zeros((256, 256, 3), np.uint8)
+    boxes = np.array([[10, 10, 232, 234], [100, 100, 110, 108], [120, 120, 130, 126]])
+    result = segment_image(image, boxes, spec, choose=router)
+    assert [d.accepted for d in router.decisions] == [True, False, False]
+    assert (spec.encoder_calls, base.encoder_calls, result.encodes) == (1, 1, 2)  # one re-encode for both
+    assert len(spec.decoded_boxes) == 1 and len(base.decoded_boxes) == 2
+    alone = segment_image(image, boxes[1:], base).labels
+    np.testing.assert_array_equal(result.labels > 1, alone > 0)  # refused boxes: the general model's masks
+
+
+def test_a_case_whose_boxes_the_specialist_takes_never_runs_the_general_encoder() -> None:
+    from app.infer_2d import segment_image
+
+    spec, base = MarkedEncoder("student", 0.0), MarkedEncoder("teacher", 7.0)
+    segment_image(np.zeros((256, 256, 3), np.uint8), np.array([[10, 10, 232, 234]]), spec,
+                  choose=cascade_router(spec, base))  # fmt: skip
+    assert (spec.encoder_calls, base.encoder_calls) == (1, 0)
+
+
+def test_a_3d_object_refused_over_another_encoder_is_propagated_on_the_general_models_embeddings() -> None:
+    from app.infer_3d import segment_volume
+
+    spec, base = MarkedEncoder("student", 0.0), MarkedEncoder("teacher", 7.0)
+    router = cascade_router(spec, base)
+    volume = np.zeros((9, 256, 256), np.uint8)
+    boxes = np.array([[10, 10, 0, 232, 234, 8], [100, 100, 2, 110, 108, 6]])  # taken; refused (z 2-6)
+    result = segment_volume(volume, boxes, spec, choose=router)
+    assert [d.accepted for d in router.decisions] == [True, False]
+    assert spec.encoder_calls == 9  # every slice once: the taken object spans the volume
+    assert base.encoder_calls == 5  # the refused object's slices, each once
+    assert len(base.decoded_boxes) == 5 and len(spec.decoded_boxes) == 9
+    assert result.encodes == 14
+    alone = segment_volume(volume, boxes[1:], MarkedEncoder("teacher", 7.0)).labels
+    np.testing.assert_array_equal(result.labels == 2, alone == 1)
+
+
+def test_the_primary_cache_drops_a_refused_objects_slices() -> None:
+    from app.infer_3d import segment_volume
+
+    spec, base = MarkedEncoder("student", 0.0), MarkedEncoder("teacher", 7.0)
+    volume = np.zeros((7, 256, 256), np.uint8)
+    result = segment_volume(volume, np.array([[100, 100, 0, 110, 108, 6]]), spec,
+                            choose=cascade_router(spec, base))  # fmt: skip
+    assert spec.encoder_calls == 1 and base.encoder_calls == 7  # the choice's key slice only
+    assert result.cache_peak == 0  # each slice has one use per cache: nothing is held
+
+
 @pytest.fixture(scope="module")
 def routed_models(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, real_session) -> Path:  # noqa: ANN001
     """A models folder whose US 2D route goes to 'us_demo' (LiteMedSAM's own graphs, so masks are
@@ -188,6 +267,61 @@ def test_app_routes_in_and_out_of_distribution_cases_and_logs_why(
     assert any(m.startswith("2DBox_US_disks_9.npz: us_demo served 2/2 boxes") for m in lines)
     assert any(m.startswith("2DBox_US_noise_1.npz: us_demo served 0/1 boxes, lite_medsam 1") for m in lines)
     assert (tmp_path / "out" / "2DBox_US_noise_1.npz").is_file()
+
+
+@pytest.fixture(scope="module")
+def cascade_models(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Path:
+    """A models folder whose US 2D and PET 3D routes go to 'student_demo': the shipped student
+    encoder's graphs behind a router that refuses every box, so LiteMedSAM serves them all."""
+    root = tmp_path_factory.mktemp("cascade") / "models"
+    (root / "student_demo").mkdir(parents=True)
+    for key in ("lite_medsam", "student_tinyvit_r112d"):
+        (root / key).symlink_to(models_dir / key)
+    train = [box_features(np.zeros((256, 64, 64), np.float32), np.array(b, np.float32), (256, 256))[None]
+             for b in ([10, 10, 230, 230], [12, 8, 236, 228])]  # fmt: skip
+    ref = fit_reference(train, RouterConfig(quantile=1.0))
+    save_reference(root / "student_demo" / "router.npz", Reference(ref.features, ref.center, ref.scale, -1.0))
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    student = manifest["models"]["student_tinyvit_r112d"]
+    graphs = {"encoder": "student_tinyvit_r112d/encoder.xml", "decoder": "student_tinyvit_r112d/decoder.xml"}
+    manifest["models"] = {
+        "lite_medsam": manifest["models"]["lite_medsam"],
+        "student_demo": {**student, "graphs": graphs, "router": {"file": "student_demo/router.npz"}},
+    }
+    manifest["routes"] = [
+        {"dims": d, "modality": m, "model": "student_demo"} for d, m in ((2, "US"), (3, "PET"))
+    ]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_boxes_refused_over_a_student_encoder_get_exactly_the_general_models_masks(
+    cascade_models: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    from app.pipeline import predict_case
+    from app.sessions import SessionCache, create_core
+
+    inputs = tmp_path / "in"
+    image, boxes_2d = disks_2d(seed=3)[:2]
+    volume, boxes_3d = sphere_3d((12, 96, 96), seed=1)[:2]
+    for name in ("2DBox_US_disks_3.npz", "2DBox_Other_disks_3.npz"):
+        save_case(inputs / name, image, boxes_2d)
+    for name in ("3DBox_PET_sphere_1.npz", "3DBox_Other_sphere_1.npz"):
+        save_case(inputs / name, volume, boxes_3d)
+    out = tmp_path / "out"
+    out.mkdir()
+    cascade = SessionCache(create_core(None), cascade_models)
+    general = SessionCache(create_core(None), models_dir)
+    for routed, plain in (
+        ("2DBox_US_disks_3", "2DBox_Other_disks_3"),
+        ("3DBox_PET_sphere_1", "3DBox_Other_sphere_1"),
+    ):
+        got = predict_case(inputs / f"{routed}.npz", out, cascade)
+        want = predict_case(inputs / f"{plain}.npz", out, general)
+        assert got.model_key == "lite_medsam" and want.model_key == "lite_medsam"
+        assert got.encoder_calls == want.encoder_calls + 1  # the student's one image / key slice
+        with np.load(out / f"{routed}.npz") as a, np.load(out / f"{plain}.npz") as b:
+            np.testing.assert_array_equal(a["segs"], b["segs"])
 
 
 def test_a_model_without_a_router_serves_every_box(models_dir: Path) -> None:
