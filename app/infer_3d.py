@@ -23,8 +23,8 @@ from app.preprocessing import box_to_model, clip_box_2d, clip_z_range, encoder_i
 from app.result import Segmentation
 from app.sessions import ChooseDecoder, Session
 
-# Embeddings kept at most (4 MiB each): bounds the cache at 1 GiB. Beyond it a slice still
-# needed later is re-encoded then (counted in SliceEmbeddings.encodes).
+# Embeddings kept at most, all encoders' caches together (4 MiB each): bounds them at 1 GiB.
+# Beyond it a slice still needed later is re-encoded then (counted in SliceEmbeddings.encodes).
 DEFAULT_CACHE_SLICES = 256
 
 UP, DOWN = 1, -1
@@ -50,17 +50,33 @@ class ObjectTrack:
         return range(self.z_key - 1, self.z_min - 1, -1)
 
 
-class SliceEmbeddings:
-    """Per-slice embedding cache that knows how many uses each slice has left."""
+@dataclass
+class HeldBudget:
+    """How many embeddings the caches of one volume may hold together, and hold now."""
 
-    def __init__(self, volume: np.ndarray, session: Session, uses: Counter[int], capacity: int) -> None:
+    capacity: int
+    held: int = 0
+    peak: int = 0
+
+    def room(self) -> bool:
+        return self.held < self.capacity
+
+    def change(self, by: int) -> None:
+        self.held += by
+        self.peak = max(self.peak, self.held)
+
+
+class SliceEmbeddings:
+    """Per-slice embedding cache that knows how many uses each slice has left. Several caches of
+    one volume (one per encoder) share a :class:`HeldBudget`."""
+
+    def __init__(self, volume: np.ndarray, session: Session, uses: Counter[int], budget: HeldBudget) -> None:
         self._volume = volume
         self._session = session
         self._uses = uses
-        self._capacity = capacity
+        self._budget = budget
         self._store: dict[int, np.ndarray] = {}
         self.encodes = 0
-        self.peak = 0
         self.resized = resized_hw(volume.shape[1:3], session.input_size)  # same for every slice
 
     def add_uses(self, zs: range) -> None:
@@ -72,7 +88,11 @@ class SliceEmbeddings:
         for z in zs:
             self._uses[z] -= 1
             if self._uses[z] <= 0:
-                self._store.pop(z, None)
+                self._drop(z)
+
+    def _drop(self, z: int) -> None:
+        if self._store.pop(z, None) is not None:
+            self._budget.change(-1)
 
     def take(self, z: int) -> np.ndarray:
         """(1, 256, 64, 64) embedding of slice z, for one use."""
@@ -82,11 +102,11 @@ class SliceEmbeddings:
             emb = self._session.encode(tensor)
             self.encodes += 1
         self._uses[z] -= 1
-        if self._uses[z] > 0 and (z in self._store or len(self._store) < self._capacity):
+        if self._uses[z] <= 0:
+            self._drop(z)
+        elif z not in self._store and self._budget.room():
             self._store[z] = emb
-            self.peak = max(self.peak, len(self._store))
-        else:
-            self._store.pop(z, None)
+            self._budget.change(+1)
         return emb
 
 
@@ -128,8 +148,8 @@ class EncoderCaches:
     def __init__(
         self, volume: np.ndarray, session: Session, tracks: list[ObjectTrack], capacity: int
     ) -> None:
-        self._volume, self._capacity = volume, capacity
-        self.primary = SliceEmbeddings(volume, session, slice_uses(tracks), capacity)
+        self._volume, self.budget = volume, HeldBudget(capacity)  # capacity: all caches together
+        self.primary = SliceEmbeddings(volume, session, slice_uses(tracks), self.budget)
         self._by_encoder = {session.encoder_id: self.primary}
 
     def assign(self, track: ObjectTrack, decoder: Session) -> SliceEmbeddings:
@@ -138,7 +158,7 @@ class EncoderCaches:
         track's other slices leave the primary cache and all of its slices join the other one."""
         cache = self._by_encoder.get(decoder.encoder_id)
         if cache is None:
-            cache = SliceEmbeddings(self._volume, decoder, Counter(), self._capacity)
+            cache = SliceEmbeddings(self._volume, decoder, Counter(), self.budget)
             self._by_encoder[decoder.encoder_id] = cache
         if cache is not self.primary:
             self.primary.release(range(track.z_min, track.z_key))
@@ -156,8 +176,8 @@ class EncoderCaches:
 
     @property
     def peak(self) -> int:
-        """Sum of each cache's peak: a bound on the embeddings held at once."""
-        return sum(c.peak for c in self._by_encoder.values())
+        """The most embeddings the caches held at once, together."""
+        return self.budget.peak
 
 
 def propagate(

@@ -219,6 +219,24 @@ def test_the_primary_cache_drops_a_refused_objects_slices() -> None:
     assert result.cache_peak == 0  # each slice has one use per cache: nothing is held
 
 
+def test_the_caches_of_both_encoders_share_one_capacity() -> None:
+    from app.infer_3d import segment_volume
+
+    volume = np.zeros((9, 256, 256), np.uint8)
+    # key slices 4 and 2 per encoder: slices 3-4 wait between the two sweeps in both caches
+    boxes = np.array([[10, 10, 0, 232, 234, 8], [10, 12, 0, 230, 236, 4], [100, 100, 0, 110, 108, 8],
+                      [120, 120, 0, 130, 126, 4]])  # fmt: skip
+    results = {}
+    for capacity in (2, 64):
+        spec, base = MarkedEncoder("student", 0.0), MarkedEncoder("teacher", 7.0)
+        results[capacity] = segment_volume(
+            volume, boxes, spec, capacity=capacity, choose=cascade_router(spec, base)
+        )
+    assert results[2].cache_peak <= 2 < results[64].cache_peak
+    assert results[2].encodes > results[64].encodes  # re-encodes beyond the shared capacity
+    np.testing.assert_array_equal(results[2].labels, results[64].labels)
+
+
 @pytest.fixture(scope="module")
 def routed_models(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, real_session) -> Path:  # noqa: ANN001
     """A models folder whose US 2D route goes to 'us_demo' (LiteMedSAM's own graphs, so masks are
