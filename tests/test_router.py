@@ -477,7 +477,7 @@ def test_a_specialist_over_another_encoder_replaces_the_shipped_one_only_if_it_h
     tmp_path: Path,
 ) -> None:
     from modeling.registry import CARD_NAME
-    from train.source_gate import contest_shipped, settle_routes
+    from train.source_gate import contest_shipped, reported_verdicts, settle_routes
 
     def rows(routed: float, sources: tuple[str, ...] = ("DRIVE", "DRIVE", "DRIVE", "STARE")) -> list[dict]:
         return [{**row(s, True, 0.2, routed), "case": f"c{i}"} for i, s in enumerate(sources)]
@@ -500,6 +500,10 @@ def test_a_specialist_over_another_encoder_replaces_the_shipped_one_only_if_it_h
     (weights / "fundus_2d" / CARD_NAME).write_text("{}")
     settle_routes(lost, worse, tmp_path / "candidates", weights, "test", keep={"fundus_2d"})
     assert (weights / "fundus_2d" / CARD_NAME).read_text() == "{}"  # left as it is
+    shown = reported_verdicts(route_verdicts(old), lost, keep={"fundus_2d"})  # the report's rows: old
+    assert shown[0].accepted and shown[0].in_source == route_verdicts(old)[0].in_source
+    assert "kept against this run's candidate" in shown[0].reason and "STARE" in shown[0].reason
+    assert reported_verdicts(route_verdicts(old), won, keep=set()) == won  # a winner is reported
 
 
 def test_the_readme_table_shows_the_students_figures_where_a_student_serves_the_route() -> None:

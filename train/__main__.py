@@ -47,6 +47,7 @@ from train.source_gate import (
     drop_retired,
     load_references,
     read_case_rows,
+    reported_verdicts,
     route_verdicts,
     router_acceptance,
     run_source_gate,
@@ -86,7 +87,7 @@ def train_group(
     log = train_decoder(model, pools["train"], pools["val"], per_encoder(args, args.out) / group, cfg)
     weights = per_encoder(args, args.out) / group / DECODER_FILE
     torch.save(state_fp16(model.mask_decoder.state_dict()), weights)
-    report = args.report / group
+    report = per_encoder(args, args.report) / group  # a run over a student: beside, not over
     report.mkdir(parents=True, exist_ok=True)
     write_log(log, report / "log.csv")
     plot_log(log, report / "loss.png", group)
@@ -95,8 +96,9 @@ def train_group(
 
 
 def per_encoder(args: argparse.Namespace, root: Path) -> Path:
-    """``root`` for LiteMedSAM's encoder, else ``root/<encoder>``: caches and training states
-    of decoders trained over another encoder never mix with (or resume from) LiteMedSAM's."""
+    """``root`` for LiteMedSAM's encoder, else ``root/<encoder>``: caches, training states and
+    logs of decoders trained over another encoder never mix with (or resume from, or overwrite)
+    LiteMedSAM's."""
     return root if args.encoder == BASE_KEY else root / args.encoder
 
 
@@ -214,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     for key in drop_retired(args.weights):
         print(f"gate: removed {args.weights / key}: no such group in train/groups.py", file=sys.stderr)
     everything, _ = contest_students(route_verdicts(rows), rows, cards)
-    this_run = {(v.group, v.dims, v.modality): v for v in verdicts}  # with the contests' reasons
-    everything = [this_run.get((v.group, v.dims, v.modality), v) for v in everything]
+    everything = reported_verdicts(everything, verdicts, keep)
     gated = sorted(set(val_names) - keep)
     write_source_report(rows, everything, report, command, gated=gated)
     for v in verdicts:
-        print(f"gate: {v.group}: {v.modality} {v.dims}D: {verdict(v.accepted)} ({v.reason})", file=sys.stderr)
+        outcome = "keeps the shipped specialist" if v.group in keep else verdict(v.accepted)
+        print(f"gate: {v.group}: {v.modality} {v.dims}D: {outcome} ({v.reason})", file=sys.stderr)
     print("gate: now `make export` ships the accepted specialists, their routers and routes", file=sys.stderr)
     return 0
 

@@ -356,6 +356,26 @@ def contest_shipped(
     return out, keep
 
 
+def reported_verdicts(
+    everything: list[RouteVerdict], this_run: list[RouteVerdict], keep: set[str] | frozenset[str]
+) -> list[RouteVerdict]:
+    """The report's verdicts: ``everything`` (from the report's rows) with this run's in place of
+    its groups' (their contests' reasons), except for the groups in ``keep``, whose shipped
+    specialist stays and is reported from its own rows, with the lost contest added to the
+    reason."""
+    ours = {(v.group, v.dims, v.modality): v for v in this_run}
+    out = []
+    for v in everything:
+        mine = ours.get((v.group, v.dims, v.modality))
+        if mine is None:
+            out.append(v)
+        elif v.group in keep:
+            out.append(replace(v, reason=f"{v.reason}; kept against this run's candidate: {mine.reason}"))
+        else:
+            out.append(mine)
+    return out
+
+
 def settle_routes(
     verdicts: list[RouteVerdict],
     rows: list[dict[str, Any]],
