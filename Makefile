@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe clean
+.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -30,6 +30,7 @@ help:
 	@echo "make distill    distil the student encoder from TinyViT (continues from checkpoints/), then gate it (slow)"
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make precision-probe  bf16 and NNCF int8 encoders: speed on this CPU, masks vs fp32 (reports/precision; needs ../shared)"
+	@echo "make precision-gate  which routes may run bf16: the product at fp32 vs bf16 on validation, per source (needs ../shared and a CPU with native bf16)"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt requirements/clinical.txt requirements/constraints.txt
@@ -41,7 +42,7 @@ $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt 
 
 venv: $(STAMP)
 
-$(MANIFEST): $(STAMP) $(wildcard export/*.py modeling/*.py modeling/architectures/*.py weights/*/*)
+$(MANIFEST): $(STAMP) $(wildcard export/*.py modeling/*.py modeling/architectures/*.py weights/*/* weights/*.json)
 	$(PY) -m export
 
 export: $(STAMP)
@@ -85,6 +86,9 @@ cohort-bench: $(MANIFEST)
 
 precision-probe: $(MANIFEST)
 	$(PY) -m evaluation.precision_probe
+
+precision-gate: $(MANIFEST)
+	$(PY) -m evaluation.precision_gate --data $(TRAIN_DATA)
 
 memcheck: $(MANIFEST)
 	$(PY) -m evaluation.memcheck

@@ -20,6 +20,7 @@ from pathlib import Path
 from app.inputs import scan_inputs
 from app.npz_io import remove_stale_temps
 from app.pipeline import run_case
+from app.precision import DEFAULT_PRECISION, MODES, mode_from
 from app.sessions import (
     SessionCache,
     cache_dir_from,
@@ -61,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest decompressed image admitted, in bytes, checked before reading (default: "
         "$SEG_MAX_IMAGE_BYTES, else 1 GiB: the largest admitted cases stay far under 8 GB)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=MODES,
+        default=None,
+        help="'auto': bf16 on the routes whose gate passed, on a CPU with native bf16, else fp32; "
+        "'f32': fp32 everywhere, masks independent of the CPU (default: $SEG_PRECISION, else auto)",
+    )
     parser.add_argument("--num-shards", type=int, default=None, help="split the folder into N shards")
     parser.add_argument(
         "--shard-index",
@@ -81,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _precision_mode(parser: argparse.ArgumentParser, arg: str | None) -> str:
+    """:func:`app.precision.mode_from`, a bad ``SEG_PRECISION`` being a usage error (exit 2)."""
+    try:
+        return mode_from(arg)
+    except ValueError as exc:
+        parser.error(f"SEG_PRECISION: {exc}")
+        raise  # parser.error exits; never reached
+
+
 def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
     if not input_dir.is_dir():
         return f"input folder {input_dir} does not exist"
@@ -93,9 +110,10 @@ def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
     return None
 
 
-def warmup(models: Path, cache_arg: Path | None) -> int:
-    """Check every model's IR against the manifest (its rt_info), then compile it once, so later
-    runs load compiled blobs. Exit 2 when the IR and the manifest disagree."""
+def warmup(models: Path, cache_arg: Path | None, precision_mode: str) -> int:
+    """Check every model's IR against the manifest (its rt_info), then compile it once at every
+    precision this host would run it at, so later runs load compiled blobs. Exit 2 when the IR
+    and the manifest disagree."""
     cache = cache_dir_from(cache_arg)
     if cache is None or not os.access(cache, os.W_OK):
         log.error("--warmup needs a writable cache folder (--cache-dir or SEG_CACHE_DIR)")
@@ -110,19 +128,23 @@ def warmup(models: Path, cache_arg: Path | None) -> int:
             file=sys.stderr,
         )
         return 2
-    sessions = SessionCache(core, models, default_threads())
+    sessions = SessionCache(core, models, default_threads(), precision_mode)
+    precisions = {DEFAULT_PRECISION} | {sessions.precision_for(*route) for route in sessions.precisions}
     for key in sessions.keys:
-        t0 = time.perf_counter()
-        sessions.get(key).compile_all()
-        print(f"app: compiled {key} into {cache} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        for precision in sorted(precisions):
+            t0 = time.perf_counter()
+            sessions.get(key, precision).compile_all()
+            print(f"app: compiled {key} ({precision}) into {cache} in {time.perf_counter() - t0:.2f} s",
+                  file=sys.stderr)  # fmt: skip
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    precision_mode = _precision_mode(parser, args.precision)
     if args.warmup:
-        return warmup(args.models, args.cache_dir)
+        return warmup(args.models, args.cache_dir, precision_mode)
     if args.input is None or args.output is None:
         parser.error("-i/--input and -o/--output are required")
     level = (
@@ -146,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("shard %d of %d: %d of %d cases", shard.index, shard.count, len(cases), len(found))
     t0 = time.perf_counter()
     try:
-        sessions = SessionCache(create_core(cache_dir_from(args.cache_dir)), args.models, default_threads())
+        core = create_core(cache_dir_from(args.cache_dir))
+        sessions = SessionCache(core, args.models, default_threads(), precision_mode)
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2

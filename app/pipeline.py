@@ -18,6 +18,7 @@ from app.infer_3d import segment_volume
 from app.inputs import input_kind, output_name
 from app.novelty import BoxRouter
 from app.npz_io import Case, check_output_path, load_case, write_output
+from app.precision import DEFAULT_PRECISION
 from app.routing import DEFAULT_MODEL_KEY, modality, route
 from app.sessions import SessionCache, same_frame
 from app.shards import Record, is_done
@@ -47,12 +48,13 @@ class Progress:
             log.info("%s: %d/%d slice steps", self.name, done, total)
 
 
-def box_router(key: str, sessions: SessionCache) -> BoxRouter | None:
-    """The per-box router of a specialist key (None: LiteMedSAM, or a model without a reference)."""
+def box_router(key: str, sessions: SessionCache, precision: str = DEFAULT_PRECISION) -> BoxRouter | None:
+    """The per-box router of a specialist key (None: LiteMedSAM, or a model without a reference);
+    both of its models run at ``precision``."""
     reference = sessions.reference(key) if key != DEFAULT_MODEL_KEY else None
     if reference is None:
         return None
-    specialist, general = sessions.get(key), sessions.get(DEFAULT_MODEL_KEY)
+    specialist, general = sessions.get(key, precision), sessions.get(DEFAULT_MODEL_KEY, precision)
     same_frame(specialist, general)
     return BoxRouter(specialist, general, reference)
 
@@ -90,17 +92,20 @@ def predict_case(
     an output that cannot be written; sizes beyond ``max_image_bytes`` are refused unread."""
     t0 = time.perf_counter()
     case, write = open_case(path, out_dir, max_image_bytes)
-    key = route(case.modality or case.name, 3 if case.is_3d else 2, sessions.routes)
-    session = sessions.get(key)
-    router = box_router(key, sessions)
+    dims, named = 3 if case.is_3d else 2, case.modality or case.name
+    key = route(named, dims, sessions.routes)
+    precision = sessions.precision_for(dims, modality(named))
+    session = sessions.get(key, precision)
+    router = box_router(key, sessions, precision)
     log.debug(
-        "%s: %dD, image %s, %d boxes, modality %s -> model %s",
+        "%s: %dD, image %s, %d boxes, modality %s -> model %s at %s",
         case.name,
-        3 if case.is_3d else 2,
+        dims,
         case.image.shape,
         len(case.boxes),
-        case.modality or modality(case.name),
+        modality(named),
         key,
+        precision,
     )
     if case.is_3d:
         result = segment_volume(case.image, case.boxes, session, on_step=Progress(case.name), choose=router)

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,19 +22,28 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 
 from app.novelty import Reference, load_reference
+from app.precision import (
+    DEFAULT_MODE,
+    DEFAULT_PRECISION,
+    case_precision,
+    host_precisions,
+    inference_type,
+    precision_table,
+)
 from app.routing import routes_from_rows
 
 MANIFEST_NAME = "manifest.json"
 
 
-def compile_config(threads: int | None = None) -> dict[Any, Any]:
+def compile_config(threads: int | None = None, precision: str = DEFAULT_PRECISION) -> dict[Any, Any]:
     """Compile settings used everywhere (runtime, export parity, benchmarks).
 
-    fp32 with ACCURACY is pinned: OpenVINO otherwise picks bf16 on CPUs with AMX/AVX512-BF16,
-    which changes the embeddings (max |diff| 0.6 measured) and so the masks, host by host.
+    The precision is always explicit (fp32 unless asked, ``app/precision.py``): left to itself
+    OpenVINO picks bf16 on CPUs with AMX/AVX512-BF16, which changes the embeddings (max |diff|
+    0.6 measured) and so the masks, host by host, without a gate having measured it.
     """
     config: dict[Any, Any] = {
-        hints.inference_precision: ov.Type.f32,
+        hints.inference_precision: inference_type(precision),
         hints.execution_mode: hints.ExecutionMode.ACCURACY,
         hints.performance_mode: hints.PerformanceMode.LATENCY,
         hints.num_requests: 1,
@@ -113,6 +123,11 @@ def read_routes(models_dir: Path) -> dict[tuple[int, str], str]:
     return routes_from_rows(_load_manifest(models_dir).get("routes", []))
 
 
+def read_precisions(models_dir: Path) -> dict[tuple[int, str], str]:
+    """The manifest's precision table (no ``precision`` rows: fp32 everywhere)."""
+    return precision_table(_load_manifest(models_dir).get("precision", []))
+
+
 class Session(Protocol):
     """What inference needs from a model (SamSession, or a fake in tests). Two sessions with the
     same ``encoder_id`` encode alike: a decoder of one may decode the other's embedding."""
@@ -145,10 +160,17 @@ class SamSession:
     encoder; a case whose boxes all go to the fallback never needs the specialist's decoder).
     Outputs are copied, never aliased."""
 
-    def __init__(self, entry: ModelEntry, compile_graph: Callable[[Path], ov.CompiledModel]) -> None:
+    def __init__(
+        self,
+        entry: ModelEntry,
+        compile_graph: Callable[[Path], ov.CompiledModel],
+        precision: str = DEFAULT_PRECISION,
+    ) -> None:
         self.entry = entry
         self.input_size = entry.input_size
-        self.encoder_id = entry.encoder_xml.as_posix()  # a shared encoder IR: the same id
+        self.precision = precision  # what compile_graph compiles at (app/precision.py)
+        # a shared encoder IR at the same precision: the same id (same embeddings)
+        self.encoder_id = f"{entry.encoder_xml.as_posix()}@{precision}"
         self._compile_graph = compile_graph
         self._encoder: ov.CompiledModel | None = None
         self._decoder: ov.CompiledModel | None = None
@@ -190,7 +212,9 @@ class SamSession:
 class SessionCache:
     """Lazily compiles and keeps one :class:`SamSession` per model key."""
 
-    def __init__(self, core: ov.Core, models_dir: Path, threads: int | None = None) -> None:
+    def __init__(
+        self, core: ov.Core, models_dir: Path, threads: int | None = None, precision_mode: str = DEFAULT_MODE
+    ) -> None:
         self._core = core
         self._entries = read_manifest(models_dir)
         self.routes = read_routes(models_dir)
@@ -198,25 +222,37 @@ class SessionCache:
         if missing:
             msg = f"{models_dir / MANIFEST_NAME}: routes name models not in it: {missing}"
             raise ValueError(msg)
-        self._config = compile_config(threads)
-        self._compiled: dict[Path, ov.CompiledModel] = {}  # shared graphs compile once
+        self.precisions = read_precisions(models_dir)
+        self.precision_mode = precision_mode
+        self._native: set[str] | None = None  # the host's native precisions, asked on first need
+        self._threads = threads
+        self._compiled: dict[tuple[Path, str], ov.CompiledModel] = {}  # shared graphs compile once
         self.compiles = 0  # graphs compiled by this cache (a cohort worker checks: once each)
-        self._sessions: dict[str, SamSession] = {}
+        self._sessions: dict[tuple[str, str], SamSession] = {}
         self._references: dict[str, Reference | None] = {}
 
     @property
     def keys(self) -> list[str]:
         return sorted(self._entries)
 
-    def get(self, key: str) -> SamSession:
-        if key not in self._sessions:
+    def precision_for(self, dims: int, modality: str | None) -> str:
+        """The precision a case of (dims, modality) runs at (``app/precision.py``)."""
+        if self.precision_mode == "auto" and self.precisions and self._native is None:
+            self._native = host_precisions(self._core)
+        return case_precision(dims, modality, self.precisions, self.precision_mode, self._native or set())
+
+    def get(self, key: str, precision: str = DEFAULT_PRECISION) -> SamSession:
+        """The session of model ``key`` whose graphs compile at ``precision``."""
+        if (key, precision) not in self._sessions:
             try:
                 entry = self._entries[key]
             except KeyError:
                 msg = f"model key {key!r} is not in the manifest; available: {self.keys}"
                 raise ValueError(msg) from None
-            self._sessions[key] = SamSession(entry, self._compile)
-        return self._sessions[key]
+            inference_type(precision)
+            compile_graph = partial(self._compile, precision=precision)
+            self._sessions[(key, precision)] = SamSession(entry, compile_graph, precision)
+        return self._sessions[(key, precision)]
 
     def reference(self, key: str) -> Reference | None:
         """The router reference of ``key`` (None: the model serves every box routed to it)."""
@@ -225,11 +261,12 @@ class SessionCache:
             self._references[key] = None if path is None else load_reference(path)
         return self._references[key]
 
-    def _compile(self, xml: Path) -> ov.CompiledModel:
-        if xml not in self._compiled:
-            self._compiled[xml] = compile_with_retry(self._core, xml, self._config)
+    def _compile(self, xml: Path, precision: str) -> ov.CompiledModel:
+        if (xml, precision) not in self._compiled:
+            config = compile_config(self._threads, precision)
+            self._compiled[(xml, precision)] = compile_with_retry(self._core, xml, config)
             self.compiles += 1
-        return self._compiled[xml]
+        return self._compiled[(xml, precision)]
 
 
 # Processes sharing one compiled-model cache folder (cohort workers, shards, parallel containers

@@ -19,6 +19,7 @@ import onnxruntime as ort
 import openvino as ov
 import torch
 
+from app.precision import PRECISION_FILE, precision_table
 from app.routing import routes_from_rows
 from app.sessions import MANIFEST_NAME, compile_config
 from common.machine import cpu_isa, cpu_model_name
@@ -210,6 +211,18 @@ def route_rows(keys: list[str], weights_dir: Path = WEIGHTS_DIR) -> list[dict[st
     ]
 
 
+def precision_rows(weights_dir: Path = WEIGHTS_DIR) -> list[dict[str, Any]]:
+    """The manifest's precision table: the routes the precision gate allows another precision
+    than fp32 (``weights/precision.json``, written by ``make precision-gate``; none: fp32)."""
+    path = weights_dir / PRECISION_FILE
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    precision_table(rows)  # an unknown precision or a route named twice stops the export here
+    routes_from_rows([{**r, "model": "any"} for r in rows])  # and so does an unknown modality
+    return [{"dims": r["dims"], "modality": r["modality"], "precision": r["precision"]} for r in rows]
+
+
 def write_manifest(models_dir: Path, entries: dict[str, Any], weights_dir: Path = WEIGHTS_DIR) -> Path:
     manifest = {
         "format": 1,
@@ -217,6 +230,7 @@ def write_manifest(models_dir: Path, entries: dict[str, Any], weights_dir: Path 
         "versions": {"torch": torch.__version__, "openvino": ov.__version__, "onnx_opset": OPSET},
         "models": entries,
         "routes": route_rows(sorted(entries), weights_dir),
+        "precision": precision_rows(weights_dir),
     }
     routes_from_rows(manifest["routes"])  # a clash or an unknown modality stops the export here
     path = models_dir / MANIFEST_NAME

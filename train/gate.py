@@ -301,10 +301,12 @@ def write_report(
     what: str = "specialist",
     trained_on: set[str] | None = None,
     say: Callable[[list[GateResult], GateResult], str] = row_verdict,
+    base: str = "LiteMedSAM",
 ) -> None:
     """``out/README.md`` (one table row per result; with ``trained_on``, the sources the candidate
     trained on, every other source row is marked *unseen*), ``gate_cases.csv``, ``gate.json``,
-    ``gate.png``. ``say``: each row's verdict (``probe_verdict`` when nothing is decided)."""
+    ``gate.png``. ``say``: each row's verdict (``probe_verdict`` when nothing is decided);
+    ``base``: what the candidate is measured against (the general model, or fp32)."""
     out.mkdir(parents=True, exist_ok=True)
     write_cases_csv(out / "gate_cases.csv", rows)
     lines = [
@@ -312,12 +314,12 @@ def write_report(
         "",
         f"Command: `{command}`. Validation cases: the `val` rows of `splits/public.csv` per group "
         "(split by source image / patient). Both columns are the app (OpenVINO) with the challenge "
-        f"metrics; LiteMedSAM = the general model, {what} = the candidate. Rule: {results[0].rule.text}, "
+        f"metrics; {base} = {'the general model' if base == 'LiteMedSAM' else 'the reference'}, {what} = the "
+        f"candidate. Rule: {results[0].rule.text}, "
         "decided per route (dims, modality): a group's model serves only the routes that pass."
         + (" *Unseen*: a source the candidate never trained on." if trained_on is not None else ""),
         "",
-        f"| group: route | val cases | LiteMedSAM DSC | {what} DSC | gain | LiteMedSAM NSD | {what} NSD | "
-        "shipped |",
+        f"| group: route | val cases | {base} DSC | {what} DSC | gain | {base} NSD | {what} NSD | shipped |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -332,7 +334,7 @@ def write_report(
     (out / "README.md").write_text("\n".join(lines) + "\n")
     facts = [{**asdict(r), "rule": r.rule.text, "verdict": say(results, r)} for r in results]
     (out / "gate.json").write_text(json.dumps(facts, indent=2) + "\n")
-    plot_gate(results, out / "gate.png", what, say)
+    plot_gate(results, out / "gate.png", what, say, base)
 
 
 def plot_gate(
@@ -340,6 +342,7 @@ def plot_gate(
     path: Path,
     what: str,
     say: Callable[[list[GateResult], GateResult], str] = row_verdict,
+    base_label: str = "LiteMedSAM",
 ) -> None:
     import matplotlib
 
@@ -352,7 +355,7 @@ def plot_gate(
     for ax, metric in zip(axes, ("dsc", "nsd"), strict=True):
         base = [getattr(r, f"base_{metric}") for r in shown]
         spec = [getattr(r, f"spec_{metric}") for r in shown]
-        ax.bar(x - 0.2, base, 0.4, label="LiteMedSAM")
+        ax.bar(x - 0.2, base, 0.4, label=base_label)
         ax.bar(x + 0.2, spec, 0.4, label=what)
         ticks = [
             f"{r.modality} {r.dims}D\n{r.group if r.source == ALL else r.source}\n{say(results, r)}"
