@@ -7,10 +7,12 @@ for a model it does not need).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -270,21 +272,46 @@ class SessionCache:
 
 
 # Processes sharing one compiled-model cache folder (cohort workers, shards, parallel containers
-# on one volume) can race on writing the same blob: OpenVINO then raises in the loser
-# ("filesystem error: cannot set permissions: No such file or directory [<cache>/<n>.blob]",
-# seen with two Dask workers on a cold cache). The winner's blob is complete by the next try.
+# on one volume) race on its blobs. OpenVINO writes a blob in place, so a process that finds it
+# half written either raises ("filesystem error: cannot set permissions: No such file or
+# directory [<cache>/<n>.blob]", seen with two Dask workers on a cold cache) or, mapping it, is
+# killed by SIGBUS (two processes compiling every graph at fp32 and bf16 into one cold cache: 1
+# run in 3). So every compile against a cache holds an exclusive lock on LOCK_NAME in that folder
+# (released by the kernel if the process dies); a folder where the lock file cannot be opened is
+# read-only, nothing is written there and nothing can race. The retry stays for what the lock
+# cannot cover (a cache on a filesystem without flock).
+LOCK_NAME = ".medseg-compile.lock"
 COMPILE_ATTEMPTS = 3
 
 
+@contextmanager
+def cache_lock(cache_dir: str) -> Iterator[None]:
+    """Hold the exclusive compile lock of ``cache_dir`` ('': no cache, no lock)."""
+    if not cache_dir:
+        yield
+        return
+    try:
+        fd = os.open(Path(cache_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only cache (a baked one in a --read-only container)
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def compile_with_retry(core: ov.Core, xml: Path, config: dict[Any, Any]) -> ov.CompiledModel:
-    """``core.compile_model`` of ``xml``, tried again when it raises (a cache-write race);
-    the last attempt's error propagates."""
-    for attempt in range(1, COMPILE_ATTEMPTS):
-        try:
-            return core.compile_model(str(xml), "CPU", config)
-        except RuntimeError:
-            time.sleep(0.05 * attempt)
-    return core.compile_model(str(xml), "CPU", config)
+    """``core.compile_model`` of ``xml`` under its cache folder's lock, tried again when it
+    raises (a cache-write race); the last attempt's error propagates."""
+    with cache_lock(str(core.get_property(props.cache_dir))):
+        for attempt in range(1, COMPILE_ATTEMPTS):
+            try:
+                return core.compile_model(str(xml), "CPU", config)
+            except RuntimeError:
+                time.sleep(0.05 * attempt)
+        return core.compile_model(str(xml), "CPU", config)
 
 
 def cache_dir_from(arg: Path | None) -> Path | None:

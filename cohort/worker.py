@@ -9,6 +9,7 @@ from pathlib import Path
 from distributed import WorkerPlugin, get_worker
 
 from app.pipeline import run_case
+from app.precision import mode_from
 from app.sessions import SessionCache, cache_dir_from, create_core
 
 PLUGIN_NAME = "medseg-sessions"
@@ -31,7 +32,8 @@ class SessionsPlugin(WorkerPlugin):
         # Case errors come back as records; the client prints them once, not every worker too.
         logging.getLogger("app").setLevel(logging.CRITICAL)
         cache = cache_dir_from(self.cache_dir)  # this worker's own default when None
-        self.sessions = SessionCache(create_core(cache), self.models, self.threads)
+        mode = mode_from(None)  # SEG_PRECISION, as the app CLI reads it
+        self.sessions = SessionCache(create_core(cache), self.models, self.threads, mode)
         self.setups += 1
 
 

@@ -64,11 +64,12 @@ def derived_models(models: Path, dest: Path, manifest: dict) -> Path:
 
 
 def base_only_models(models: Path, dest: Path) -> Path:
-    """A models folder with LiteMedSAM alone and no routes (links to ``models``' IR): what the
-    app runs when agreement with the oracle or a gate's baseline is measured."""
+    """A models folder with LiteMedSAM alone, no routes and fp32 everywhere (links to ``models``'
+    IR): what the app runs when agreement with the oracle or a gate's baseline is measured."""
     manifest = json.loads((models / "manifest.json").read_text())
     manifest["models"] = {DEFAULT_MODEL_KEY: manifest["models"][DEFAULT_MODEL_KEY]}
     manifest["routes"] = []
+    manifest["precision"] = []
     return derived_models(models, dest, manifest)
 
 

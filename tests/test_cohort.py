@@ -62,13 +62,20 @@ def worker_facts(client: object) -> dict[str, dict]:
     return client.run(facts)  # type: ignore[attr-defined]
 
 
+def used_precisions(sessions: object) -> set[str]:
+    """The precisions a SessionCache runs some route at on this host (fp32 always)."""
+    return {"f32"} | {sessions.precision_for(*r) for r in sessions.precisions}  # type: ignore[attr-defined]
+
+
 def compile_all(dask_worker: object) -> int:
-    """For ``client.run``: make this worker's sessions compile every model; graphs compiled."""
+    """For ``client.run``: make this worker's sessions compile every model at every precision
+    it runs; graphs compiled."""
     from cohort.worker import PLUGIN_NAME
 
     sessions = dask_worker.plugins[PLUGIN_NAME].sessions  # type: ignore[attr-defined]
     for key in sessions.keys:
-        sessions.get(key).compile_all()
+        for precision in used_precisions(sessions):
+            sessions.get(key, precision).compile_all()
     return sessions.compiles
 
 
@@ -98,9 +105,11 @@ def test_cases_run_on_workers_that_compile_once_and_a_rerun_skips_everything(
     failed = next(r for r in read_records(log) if r.status == "failed")
     assert "not a readable npz" in (failed.error or "")
     assert sorted(p.name for p in out.glob("*.npz")) == sorted(status)
-    graphs = len(graph_files(models_dir))
+    from app.sessions import SessionCache, create_core
+
+    graphs = len(graph_files(models_dir)) * len(used_precisions(SessionCache(create_core(None), models_dir)))
     warmed = client.run(compile_all)  # type: ignore[attr-defined]
-    assert set(warmed.values()) == {graphs}  # every graph once per worker, the shared encoder once
+    assert set(warmed.values()) == {graphs}  # every graph once per worker and precision
     run_cohort(client, input_cases(cases), tmp_path / "again", results=None)  # type: ignore[arg-type]
     facts = worker_facts(client)
     assert len(facts) == 2 and all(f["setups"] == 1 for f in facts.values())  # one SessionCache each

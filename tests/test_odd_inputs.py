@@ -20,7 +20,10 @@ class FakeSessions:
         self.keys_asked: list[str] = []
         self.routes: dict[tuple[int, str], str] = {}  # every case to the default model
 
-    def get(self, key: str) -> FakeSession:
+    def precision_for(self, dims: int, modality: str | None) -> str:
+        return "f32"
+
+    def get(self, key: str, precision: str = "f32") -> FakeSession:
         self.keys_asked.append(key)
         return self.session
 

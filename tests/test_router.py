@@ -24,7 +24,7 @@ from app.novelty import (
     save_reference,
 )
 from common.synthetic import disks_2d, save_case, sphere_3d
-from tests.conftest import FakeSession
+from tests.conftest import ROOT, FakeSession
 from train.router_fit import RouterConfig, acceptance, case_box_features, fit_reference, spread_rows
 from train.source_gate import route_verdicts
 
@@ -328,8 +328,9 @@ def test_boxes_refused_over_a_student_encoder_get_exactly_the_general_models_mas
         save_case(inputs / name, volume, boxes_3d)
     out = tmp_path / "out"
     out.mkdir()
-    cascade = SessionCache(create_core(None), cascade_models)
-    general = SessionCache(create_core(None), models_dir)
+    # fp32 on both sides (the routed and the unrouted name would otherwise differ in precision)
+    cascade = SessionCache(create_core(None), cascade_models, precision_mode="f32")
+    general = SessionCache(create_core(None), models_dir, precision_mode="f32")
     for routed, plain in (
         ("2DBox_US_disks_3", "2DBox_Other_disks_3"),
         ("3DBox_PET_sphere_1", "3DBox_Other_sphere_1"),
@@ -550,6 +551,9 @@ def test_a_compile_that_loses_a_cache_write_race_is_tried_again(tmp_path: Path) 
         def __init__(self, failures: int) -> None:
             self.failures, self.calls = failures, 0
 
+        def get_property(self, name: str) -> str:
+            return ""  # no cache folder
+
         def compile_model(self, xml: str, device: str, config: dict) -> str:
             self.calls += 1
             if self.calls <= self.failures:
@@ -564,6 +568,31 @@ def test_a_compile_that_loses_a_cache_write_race_is_tried_again(tmp_path: Path) 
     with pytest.raises(RuntimeError, match="cannot set permissions"):
         compile_with_retry(always, tmp_path / "decoder.xml", {})
     assert always.calls == COMPILE_ATTEMPTS
+
+
+def test_compiles_against_one_cache_folder_wait_for_each_other(tmp_path: Path, models_dir: Path) -> None:
+    """Two processes compiling into one cold cache could map a blob the other was still writing
+    (SIGBUS): a compile holds the folder's lock, so another process's compile waits for it."""
+    import subprocess
+    import sys
+    import time
+
+    from app.sessions import LOCK_NAME, cache_lock
+
+    script = (
+        "import sys, openvino as ov; from pathlib import Path; "
+        "from app.sessions import compile_config, compile_with_retry, create_core; "
+        "compile_with_retry(create_core(Path(sys.argv[1])), Path(sys.argv[2]), compile_config())"
+    )
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    decoder = models_dir / "lite_medsam" / "decoder.xml"
+    with cache_lock(str(cache)):
+        other = subprocess.Popen([sys.executable, "-c", script, str(cache), str(decoder)], cwd=ROOT)
+        time.sleep(4.0)  # enough to import and compile the decoder many times over
+        assert other.poll() is None, "the other process compiled while the lock was held"
+    assert other.wait(timeout=120) == 0
+    assert (cache / LOCK_NAME).is_file() and any(cache.glob("*.blob"))
 
 
 def test_box_router_scores_each_box_as_the_reference_does() -> None:

@@ -316,7 +316,11 @@ def write_report(
         "(split by source image / patient). Both columns are the app (OpenVINO) with the challenge "
         f"metrics; {base} = {'the general model' if base == 'LiteMedSAM' else 'the reference'}, {what} = the "
         f"candidate. Rule: {results[0].rule.text}, "
-        "decided per route (dims, modality): a group's model serves only the routes that pass."
+        + (
+            "decided per route (dims, modality): a group's model serves only the routes that pass."
+            if base == "LiteMedSAM"
+            else f"decided per route (dims, modality): only the routes that pass run {what}."
+        )
         + (" *Unseen*: a source the candidate never trained on." if trained_on is not None else ""),
         "",
         f"| group: route | val cases | {base} DSC | {what} DSC | gain | {base} NSD | {what} NSD | shipped |",
