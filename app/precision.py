@@ -2,7 +2,7 @@
 bf16 natively.
 
 bf16 halves the encoder's arithmetic width: on CPUs with AVX512_BF16 or AMX the TinyViT encoder
-runs 1.75x (AMD EPYC, AVX512_BF16) to 2.5x (Intel Xeon, AMX) faster, and the masks move a little
+runs up to 2.5x faster (Intel Xeon, AMX, `make precision-probe`), and the masks move a little
 (`make precision-gate` measures how much, per route and source). On a CPU without native bf16,
 OpenVINO would emulate it or fall back; we never ask it to: such a host runs fp32 everywhere, so
 its masks are LiteMedSAM's exactly. The manifest's ``precision`` rows (written by ``make export``
