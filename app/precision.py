@@ -5,9 +5,10 @@ bf16 halves the encoder's arithmetic width: on CPUs with AVX512_BF16 or AMX the 
 runs up to 2.5x faster (Intel Xeon, AMX, `make precision-probe`), and the masks move a little
 (`make precision-gate` measures how much, per route and source). On a CPU without native bf16,
 OpenVINO would emulate it or fall back; we never ask it to: such a host runs fp32 everywhere, so
-its masks are LiteMedSAM's exactly. The manifest's ``precision`` rows (written by ``make export``
-from ``weights/precision.json``, the gate's decisions) name the routes that may run bf16; any
-other route, and any case whose modality is unknown, runs fp32.
+its masks are the fp32 product's (LiteMedSAM's exactly wherever no specialist serves). The
+manifest's ``precision`` rows (written by ``make export`` from ``weights/precision.json``, the
+gate's decisions) name the routes that may run bf16; any other route, and any case whose
+modality is unknown, runs fp32.
 
 Modes (``--precision`` / ``SEG_PRECISION``): ``auto`` (the default: the manifest's rows on a host
 with native bf16, else fp32) and ``f32`` (fp32 everywhere, on any host: masks that do not depend
