@@ -73,6 +73,14 @@ def base_only_models(models: Path, dest: Path) -> Path:
     return derived_models(models, dest, manifest)
 
 
+def with_precision(models: Path, dest: Path, rows: list[dict[str, object]]) -> Path:
+    """The same models and routes with ``rows`` as the precision table (``app/precision.py``;
+    ``[]``: fp32 everywhere)."""
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["precision"] = rows
+    return derived_models(models, dest, manifest)
+
+
 def without_routers(models: Path, dest: Path) -> Path:
     """The same models and routes with no router: each specialist serves every box routed to it
     (how a specialist alone is measured)."""

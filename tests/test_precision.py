@@ -3,7 +3,6 @@ compiling a route's graphs at its precision only where the host runs it natively
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from app.precision import (
 )
 from app.sessions import compile_config
 from common.synthetic import disks_2d, save_case
+from evaluation.runner import with_precision
 
 BF16_ROWS = [{"dims": 2, "modality": "Endoscopy", "precision": "bf16"}]
 
@@ -72,14 +72,6 @@ def test_compile_config_states_the_precision() -> None:
         inference_type("fp8")
 
 
-def _with_rows(models_dir: Path, dest: Path, rows: list[dict[str, object]]) -> Path:
-    from evaluation.runner import derived_models
-
-    manifest = json.loads((models_dir / "manifest.json").read_text())
-    manifest["precision"] = rows
-    return derived_models(models_dir, dest, manifest)
-
-
 @pytest.mark.parametrize("native", [{"f32"}, {"f32", "bf16"}])
 def test_a_route_runs_bf16_only_on_a_host_that_runs_it_natively(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: set[str]
@@ -89,7 +81,7 @@ def test_a_route_runs_bf16_only_on_a_host_that_runs_it_natively(
     from app.sessions import SessionCache, create_core
 
     monkeypatch.setattr(app.sessions, "host_precisions", lambda core: native)
-    models = _with_rows(models_dir, tmp_path / "models", BF16_ROWS)
+    models = with_precision(models_dir, tmp_path / "models", BF16_ROWS)
     sessions = SessionCache(create_core(None), models)
     want = "bf16" if "bf16" in native else "f32"
     assert sessions.precision_for(2, "Endoscopy") == want
@@ -110,7 +102,7 @@ def test_bf16_masks_stay_close_to_fp32_and_fp32_stays_exact(models_dir: Path, tm
     from app.pipeline import predict_case
     from app.sessions import SessionCache, create_core
 
-    models = _with_rows(models_dir, tmp_path / "models", BF16_ROWS)
+    models = with_precision(models_dir, tmp_path / "models", BF16_ROWS)
     image, boxes = disks_2d(seed=4)[:2]
     case = tmp_path / "in" / "2DBox_Endoscopy_disks.npz"
     save_case(case, image, boxes)
@@ -121,7 +113,7 @@ def test_bf16_masks_stay_close_to_fp32_and_fp32_stays_exact(models_dir: Path, tm
         predict_case(case, tmp_path / mode, SessionCache(create_core(None), models, precision_mode=mode))
         with np.load(tmp_path / mode / case.name) as out:
             segs[mode] = out["segs"]
-    plain = _with_rows(models_dir, tmp_path / "plain", [])
+    plain = with_precision(models_dir, tmp_path / "plain", [])
     predict_case(case, tmp_path / "plain_out", SessionCache(create_core(None), plain))
     with np.load(tmp_path / "plain_out" / case.name) as out:
         np.testing.assert_array_equal(out["segs"], segs["f32"])  # no precision rows: fp32
