@@ -276,11 +276,11 @@ class SessionCache:
 # half written either raises ("filesystem error: cannot set permissions: No such file or
 # directory [<cache>/<n>.blob]", seen with two Dask workers on a cold cache) or, mapping it, is
 # killed by SIGBUS (two processes compiling every graph at fp32 and bf16 into one cold cache: 1
-# run in 3). So every compile against a cache holds an exclusive lock on LOCK_NAME in that folder
-# (released by the kernel if the process dies); a folder where the lock file cannot be opened is
-# read-only, nothing is written there and nothing can race. The retry stays for what the lock
-# cannot cover (a cache on a filesystem without flock).
-LOCK_NAME = ".medseg-compile.lock"
+# run in 3). So every compile against a cache holds an exclusive flock on the cache folder itself
+# (a directory opened read-only: no lock file is written, so a baked cache in a container's own
+# filesystem stays unchanged, and the kernel releases the lock if the process dies). A folder that
+# cannot be opened gets no lock. The retry stays for what the lock cannot cover (a cache on a
+# filesystem without flock).
 COMPILE_ATTEMPTS = 3
 
 
@@ -291,12 +291,15 @@ def cache_lock(cache_dir: str) -> Iterator[None]:
         yield
         return
     try:
-        fd = os.open(Path(cache_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # a read-only cache (a baked one in a --read-only container)
+        fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # no such folder: OpenVINO writes nothing there either
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without flock: the retry in compile_with_retry remains
+            pass
         yield
     finally:
         os.close(fd)  # closing releases the lock
