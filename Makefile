@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate clean
+.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -31,6 +31,7 @@ help:
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make precision-probe  bf16 and NNCF int8 encoders: speed on this CPU, masks vs fp32 (reports/precision; needs ../shared)"
 	@echo "make precision-gate  which routes may run bf16: the product at fp32 vs bf16 on validation, per source (needs ../shared and a CPU with native bf16)"
+	@echo "make screen     fit the US specialist's image screen against its router on every 2D image (needs TRAIN_DATA)"
 	@echo "make lint       ruff"
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt requirements/cohort.txt requirements/clinical.txt requirements/constraints.txt
@@ -89,6 +90,12 @@ precision-probe: $(MANIFEST)
 
 precision-gate: $(MANIFEST)
 	$(PY) -m evaluation.precision_gate --data $(TRAIN_DATA)
+
+# The image screen of a specialist over the student encoder (app/screen.py): fitted on its
+# training images, calibrated against its shipped router on every 2D image of TRAIN_DATA.
+SCREEN_KEY ?= us_2d
+screen: $(MANIFEST)
+	$(PY) -m train.screen_fit --key $(SCREEN_KEY) --data $(TRAIN_DATA)
 
 memcheck: $(MANIFEST)
 	$(PY) -m evaluation.memcheck

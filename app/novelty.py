@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 GRID_STRIDE = 4  # model-frame pixels per embedding cell (256 -> 64)
-# Feature layout: name -> (start, stop) in the feature vector.
-BLOCKS: dict[str, tuple[int, int]] = {"global": (0, 512), "region": (512, 768), "geometry": (768, 770)}
+Layout = dict[str, tuple[int, int]]  # block name -> (start, stop) in a feature vector
+BLOCKS: Layout = {"global": (0, 512), "region": (512, 768), "geometry": (768, 770)}
 N_FEATURES = 770
 
 
@@ -101,12 +101,15 @@ class Reference:
         return float(np.sqrt((image_part + own).min() / len(BLOCKS))) if len(own) else float("inf")
 
 
-def block_mean_squares(a: np.ndarray, b: np.ndarray, blocks: tuple[str, ...] = tuple(BLOCKS)) -> np.ndarray:
-    """(K, F), (M, F) standardised -> (K, M) float64: the sum over ``blocks`` of each block's mean
-    squared difference (``b`` already float64 is used as is: a reference converts once)."""
+def block_mean_squares(
+    a: np.ndarray, b: np.ndarray, blocks: tuple[str, ...] = tuple(BLOCKS), layout: Layout = BLOCKS
+) -> np.ndarray:
+    """(K, F), (M, F) standardised -> (K, M) float64: the sum over ``blocks`` of ``layout`` of
+    each block's mean squared difference (``b`` already float64 is used as is: a reference
+    converts once)."""
     total = np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
     for name in blocks:
-        start, stop = BLOCKS[name]
+        start, stop = layout[name]
         x = a[:, start:stop].astype(np.float64)
         y = b[:, start:stop].astype(np.float64, copy=False)
         sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
@@ -114,17 +117,17 @@ def block_mean_squares(a: np.ndarray, b: np.ndarray, blocks: tuple[str, ...] = t
     return total
 
 
-def block_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(K, F), (M, F) standardised -> (K, M) distances: sqrt(mean over blocks of the block's mean
-    squared difference)."""
-    return np.sqrt(block_mean_squares(a, b) / len(BLOCKS))
+def block_distances(a: np.ndarray, b: np.ndarray, layout: Layout = BLOCKS) -> np.ndarray:
+    """(K, F), (M, F) standardised -> (K, M) distances: sqrt(mean over the blocks of ``layout``
+    of the block's mean squared difference)."""
+    return np.sqrt(block_mean_squares(a, b, tuple(layout), layout) / len(layout))
 
 
-def nearest_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def nearest_distance(a: np.ndarray, b: np.ndarray, layout: Layout = BLOCKS) -> np.ndarray:
     """(K, F), (M, F) -> (K,) distance of each row of ``a`` to its nearest row of ``b``."""
     if len(b) == 0:
         return np.full(len(a), np.inf)
-    return block_distances(a, b).min(axis=1)
+    return block_distances(a, b, layout).min(axis=1)
 
 
 REFERENCE_KEYS = ("features", "center", "scale", "threshold")

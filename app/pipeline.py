@@ -20,6 +20,7 @@ from app.novelty import BoxRouter
 from app.npz_io import Case, check_output_path, load_case, write_output
 from app.precision import DEFAULT_PRECISION
 from app.routing import DEFAULT_MODEL_KEY, modality, route
+from app.screen import screen_features
 from app.sessions import SessionCache, same_frame
 from app.shards import Record, is_done
 
@@ -59,6 +60,22 @@ def box_router(key: str, sessions: SessionCache, precision: str = DEFAULT_PRECIS
     return BoxRouter(specialist, general, reference)
 
 
+def screened_out(case: Case, key: str, sessions: SessionCache) -> str | None:
+    """Why a 2D case skips model ``key`` for LiteMedSAM before any encoder runs (its image screen,
+    ``app/screen.py``, finds the image unlike every image its router accepted), or None: the
+    case goes to ``key`` and its router as usual. 3D cases are never screened (yet)."""
+    screen = None if case.is_3d else sessions.screen(key)
+    if screen is None:
+        return None
+    admitted, distance = screen.admits(screen_features(case.image, sessions.get(key).input_size))
+    if admitted:
+        return None
+    return (
+        f"{key}'s image screen: distance {distance:.2f} > {screen.threshold:.2f}, "
+        "unlike every image its router accepted"
+    )
+
+
 def served_by(key: str, router: BoxRouter | None) -> str:
     """The model key(s) that decoded a case's boxes."""
     if router is None:
@@ -95,6 +112,10 @@ def predict_case(
     dims, named = 3 if case.is_3d else 2, case.modality or case.name
     key = route(named, dims, sessions.routes)
     precision = sessions.precision_for(dims, modality(named))
+    unlike = screened_out(case, key, sessions)
+    if unlike is not None:
+        log.info("%s: %s; %s serves all %d boxes", case.name, unlike, DEFAULT_MODEL_KEY, len(case.boxes))
+        key = DEFAULT_MODEL_KEY
     session = sessions.get(key, precision)
     router = box_router(key, sessions, precision)
     log.debug(

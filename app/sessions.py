@@ -33,6 +33,7 @@ from app.precision import (
     precision_table,
 )
 from app.routing import routes_from_rows
+from app.screen import Screen, load_screen
 
 MANIFEST_NAME = "manifest.json"
 
@@ -73,6 +74,7 @@ class ModelEntry:
     decoder_xml: Path
     input_size: int
     router: Path | None = None  # app/novelty.py reference: serve only the boxes it accepts
+    screen: Path | None = None  # app/screen.py: images unlike its domain skip this model's encoder
 
 
 def _graph_path(models_dir: Path, key: str, entry: dict[str, Any], graph: str) -> Path:
@@ -99,6 +101,7 @@ def read_manifest(models_dir: Path) -> dict[str, ModelEntry]:
             _graph_path(models_dir, key, m, "decoder"),
             int(m["input_size"]),
             models_dir / m["router"]["file"] if m.get("router") else None,
+            models_dir / m["screen"]["file"] if m.get("screen") else None,
         )
         for key, m in models.items()
     }
@@ -232,6 +235,7 @@ class SessionCache:
         self.compiles = 0  # graphs compiled by this cache (a cohort worker checks: once each)
         self._sessions: dict[tuple[str, str], SamSession] = {}
         self._references: dict[str, Reference | None] = {}
+        self._screens: dict[str, Screen | None] = {}
 
     @property
     def keys(self) -> list[str]:
@@ -262,6 +266,13 @@ class SessionCache:
             path = self._entries[key].router if key in self._entries else None
             self._references[key] = None if path is None else load_reference(path)
         return self._references[key]
+
+    def screen(self, key: str) -> Screen | None:
+        """The image screen of ``key`` (None: every image of its routes goes to its router)."""
+        if key not in self._screens:
+            path = self._entries[key].screen if key in self._entries else None
+            self._screens[key] = None if path is None else load_screen(path)
+        return self._screens[key]
 
     def _compile(self, xml: Path, precision: str) -> ov.CompiledModel:
         if (xml, precision) not in self._compiled:

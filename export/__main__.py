@@ -30,7 +30,7 @@ from export.to_openvino import convert_to_ir
 from export.wrappers import DecoderForExport, EncoderForExport
 from modeling.architectures.sam import BoxSAM, encoder_gflops
 from modeling.checkpoint import sha256_file, verify_sha256
-from modeling.registry import BASE_KEY, WEIGHTS_DIR, ModelSpec, get_spec, load_model, model_specs
+from modeling.registry import BASE_KEY, WEIGHTS_DIR, ModelSpec, Overlay, get_spec, load_model, model_specs
 
 GRAPHS = ("encoder", "decoder")
 PIN_FILE = Path(__file__).resolve().parent / "pinned_ir_sha256.json"
@@ -165,7 +165,7 @@ def export_one(
     for hop in hops[1:]:
         check(hop)
     log(f"{key}: all parity gates passed in {time.perf_counter() - t0:.1f} s")
-    router = ship_router(spec, ir_dir)
+    shipped = {module: ship_file(overlay, ir_dir, module) for module, overlay in beside_ir(spec).items()}
     files = sorted(p for p in ir_dir.iterdir() if p.suffix in {".xml", ".bin"})
     entry: dict[str, Any] = {
         "architecture": spec.architecture,
@@ -185,20 +185,26 @@ def export_one(
         entry["graphs"] = shared
     if spec.card:
         entry["trained"] = card_facts(spec)
-    if router is not None:
-        entry["router"] = {"file": f"{key}/{router.name}", "sha256": sha256_file(router),
-                           **spec.card["router"].get("facts", {})}  # fmt: skip
+    for module, path in shipped.items():
+        if path is not None:
+            entry[module] = {"file": f"{key}/{path.name}", "sha256": sha256_file(path),
+                             **spec.card[module].get("facts", {})}  # fmt: skip
     return entry
 
 
-def ship_router(spec: ModelSpec, ir_dir: Path) -> Path | None:
-    """Copy the spec's verified router reference next to its IR (or remove a stale one)."""
-    target = ir_dir / "router.npz"
-    if spec.router is None:
+def beside_ir(spec: ModelSpec) -> dict[str, Overlay | None]:
+    """The files a model ships next to its IR, by module: its router reference and image screen."""
+    return {"router": spec.router, "screen": spec.screen}
+
+
+def ship_file(overlay: Overlay | None, ir_dir: Path, module: str) -> Path | None:
+    """Copy a verified file of the spec next to its IR as ``<module>.npz`` (or remove a stale one)."""
+    target = ir_dir / f"{module}.npz"
+    if overlay is None:
         target.unlink(missing_ok=True)
         return None
-    verify_sha256(spec.router.path, spec.router.sha256)
-    shutil.copyfile(spec.router.path, target)
+    verify_sha256(overlay.path, overlay.sha256)
+    shutil.copyfile(overlay.path, target)
     return target
 
 

@@ -69,6 +69,7 @@ class ModelSpec:
     routes: tuple[tuple[int, str], ...] = ()  # (dims, canonical modality) this model serves
     card: dict[str, Any] = field(default_factory=dict)  # training data, validation result
     router: Overlay | None = None  # app/novelty.py reference (module "router"), shipped beside the IR
+    screen: Overlay | None = None  # app/screen.py image screen (module "screen"), shipped beside the IR
 
     @property
     def input_size(self) -> int:
@@ -102,12 +103,15 @@ def spec_from_card(card: dict[str, Any], folder: Path) -> ModelSpec:
         overlays=overlays,
         routes=tuple((int(r["dims"]), str(r["modality"])) for r in card.get("routes", [])),
         card=card,
-        router=(
-            Overlay("router", folder / card["router"]["file"], card["router"]["sha256"])
-            if card.get("router")
-            else None
-        ),
+        router=card_file(card, folder, "router"),
+        screen=card_file(card, folder, "screen"),
     )
+
+
+def card_file(card: dict[str, Any], folder: Path, module: str) -> Overlay | None:
+    """The verified file a card names under ``module`` (``router``, ``screen``), or None."""
+    entry = card.get(module)
+    return Overlay(module, folder / entry["file"], entry["sha256"]) if entry else None
 
 
 def trained_specs(weights_dir: Path = WEIGHTS_DIR) -> dict[str, ModelSpec]:

@@ -94,7 +94,9 @@ def test_a_route_runs_bf16_only_on_a_host_that_runs_it_natively(
     predict_case(tmp_path / "in" / "2DBox_Endoscopy_disks.npz", tmp_path / "out", sessions)
     session = sessions.get("lite_medsam", want)
     assert session.encoder_calls == 1
-    assert session.compile_encoder().get_property(hints.inference_precision) == inference_type(want)
+    # the compiled graph runs ``want`` where the real CPU has it (OpenVINO runs f32 on one without)
+    compiled = want if want in host_precisions(ov.Core()) else "f32"
+    assert session.compile_encoder().get_property(hints.inference_precision) == inference_type(compiled)
 
 
 @pytest.mark.skipif("bf16" not in host_precisions(ov.Core()), reason="this CPU has no native bf16")

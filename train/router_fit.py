@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from app.infer_3d import make_tracks
-from app.novelty import BLOCKS, N_FEATURES, Reference, box_features, image_statistics, nearest_distance
+from app.novelty import (
+    BLOCKS,
+    N_FEATURES,
+    Layout,
+    Reference,
+    box_features,
+    image_statistics,
+    nearest_distance,
+)
 from app.npz_io import load_case
 from app.preprocessing import box_to_model, clip_box_2d, encoder_input
 from app.sessions import SamSession
@@ -68,14 +76,22 @@ def spread_rows(per_case: list[np.ndarray], max_rows: int, rng: np.random.Genera
     return [f if len(f) <= cap else f[np.sort(rng.choice(len(f), cap, replace=False))] for f in per_case]
 
 
-def standardisation(feats: np.ndarray, min_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(M, F) -> (center, scale): mean and std, floored per block."""
+def standardisation(
+    feats: np.ndarray,
+    min_scale: float,
+    layout: Layout = BLOCKS,
+    fixed_floors: dict[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M, F) -> (center, scale): mean and std, floored per block of ``layout``: a block named in
+    ``fixed_floors`` (default: the router's geometry) at that value, any other at ``min_scale``
+    times its median std."""
+    floors = {"geometry": GEOMETRY_MIN_SCALE} if fixed_floors is None else fixed_floors
     center = feats.mean(axis=0)
     std = feats.std(axis=0)
     scale = np.empty_like(std)
-    for name, (start, stop) in BLOCKS.items():
+    for name, (start, stop) in layout.items():
         block = std[start:stop]
-        floor = GEOMETRY_MIN_SCALE if name == "geometry" else min_scale * float(np.median(block)) + 1e-6
+        floor = floors[name] if name in floors else min_scale * float(np.median(block)) + 1e-6
         scale[start:stop] = np.maximum(block, floor)
     return center.astype(np.float32), scale.astype(np.float32)
 
