@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen clean
+.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen bench-screen bench-new-sources clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -18,6 +18,8 @@ help:
 	@echo "make agreement  app vs baseline oracle on DATA=$(DATA) (slow)"
 	@echo "make eval       DSC/NSD per modality, app vs baseline, on DATA (slow)"
 	@echo "make bench      challenge-protocol speed and memory, app vs baseline (slow)"
+	@echo "make bench-new-sources  the same on sources no model was tuned on (../shared/data/public2)"
+	@echo "make bench-screen  the image screen's effect on speed: BUSI and HC18, with and without it"
 	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder slices and decoder boxes per call: does batching pay"
@@ -66,6 +68,16 @@ eval: $(MANIFEST)
 
 bench: $(MANIFEST)
 	$(PY) -m evaluation.bench --data $(DATA)
+
+# The users' side: sources no model here was tuned on (public2), every 2D group and CT 3D (MR 3D
+# left out: its baseline takes minutes per volume).
+NEW_SOURCES ?= ../shared/data/public2
+bench-new-sources: $(MANIFEST)
+	$(PY) -m evaluation.bench --data $(NEW_SOURCES) --no-large --out reports/bench/new_sources/REPORT.md \
+		--groups "Dermoscopy 2D" "Endoscopy 2D" "Fundus 2D" "Microscopy 2D" "US 2D" "XRay 2D" "CT 3D"
+
+bench-screen: $(MANIFEST)
+	$(PY) -m evaluation.screen_bench
 
 split:
 	$(PY) -m evaluation.split --data $(TRAIN_DATA)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -64,21 +64,32 @@ def box_features(
 
 
 @dataclass(frozen=True)
-class Reference:
-    """A specialist's domain: standardised training features and the acceptance threshold."""
+class Standardised:
+    """Standardised reference rows and a threshold on the distance to the nearest of them, over
+    the blocks of ``layout`` (a router's boxes, an image screen's images)."""
 
-    features: np.ndarray  # (M, N_FEATURES) float32, standardised
-    center: np.ndarray  # (N_FEATURES,) subtracted before scaling
-    scale: np.ndarray  # (N_FEATURES,) divided by, > 0
+    features: np.ndarray  # (M, F) float32, standardised
+    center: np.ndarray  # (F,) subtracted before scaling
+    scale: np.ndarray  # (F,) divided by, > 0
     threshold: float
     facts: dict[str, Any] = field(default_factory=dict)
+    layout: ClassVar[Layout] = BLOCKS
 
     def standardise(self, feats: np.ndarray) -> np.ndarray:
         return ((np.asarray(feats, np.float32) - self.center) / self.scale).astype(np.float32)
 
+    def nearest(self, feats: np.ndarray) -> np.ndarray:
+        """(K, F) raw features -> (K,) distance to the nearest reference row."""
+        return nearest_distance(self.standardise(np.atleast_2d(feats)), self.features, self.layout)
+
+
+@dataclass(frozen=True)
+class Reference(Standardised):
+    """A specialist's domain: standardised training box features and the acceptance threshold."""
+
     def novelty(self, feats: np.ndarray) -> np.ndarray:
         """(K, N_FEATURES) raw features -> (K,) distance to the nearest reference row."""
-        return nearest_distance(self.standardise(np.atleast_2d(feats)), self.features)
+        return self.nearest(feats)
 
     @cached_property
     def features64(self) -> np.ndarray:
@@ -131,38 +142,49 @@ def nearest_distance(a: np.ndarray, b: np.ndarray, layout: Layout = BLOCKS) -> n
 
 
 REFERENCE_KEYS = ("features", "center", "scale", "threshold")
+# A standardised reference table, as stored: (M, F) features, (F,) center, (F,) scale, threshold.
+Table = tuple[np.ndarray, np.ndarray, np.ndarray, float]
 
 
-def save_reference(path: Path, ref: Reference) -> None:
-    """Write ``ref`` as an npz (features fp16) atomically."""
+def save_table(path: Path, table: Table) -> None:
+    """Write a reference table (a router's, an image screen's) as an npz (features fp16)
+    atomically."""
+    features, center, scale, threshold = table
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez(
         tmp,
-        features=ref.features.astype(np.float16),
-        center=ref.center.astype(np.float32),
-        scale=ref.scale.astype(np.float32),
-        threshold=np.float32(ref.threshold),
+        features=features.astype(np.float16),
+        center=center.astype(np.float32),
+        scale=scale.astype(np.float32),
+        threshold=np.float32(threshold),
     )
     tmp.replace(path)
 
 
-def load_reference(path: Path) -> Reference:
-    """The router reference stored at ``path`` (see :func:`save_reference`)."""
+def load_table(path: Path, what: str, n_features: int) -> Table:
+    """The reference table stored at ``path`` by :func:`save_table`, checked: ``what`` names it
+    in errors, ``n_features`` is its feature width."""
     with np.load(path, allow_pickle=False) as data:
         missing = [k for k in REFERENCE_KEYS if k not in data.files]
         if missing:
-            msg = f"router reference {path} lacks {missing}"
+            msg = f"{what} {path} lacks {missing}"
             raise ValueError(msg)
-        ref = Reference(
-            data["features"].astype(np.float32),
-            data["center"].astype(np.float32),
-            data["scale"].astype(np.float32),
-            float(data["threshold"]),
-        )
-    if ref.features.ndim != 2 or ref.features.shape[1] != N_FEATURES or ref.scale.min() <= 0:
-        msg = f"router reference {path}: features {ref.features.shape}, expected (M, {N_FEATURES})"
+        features, center, scale = (data[k].astype(np.float32) for k in REFERENCE_KEYS[:3])
+        threshold = float(data["threshold"])
+    if features.ndim != 2 or features.shape[1] != n_features or scale.min() <= 0:
+        msg = f"{what} {path}: features {features.shape}, expected (M, {n_features})"
         raise ValueError(msg)
-    return ref
+    return features, center, scale, threshold
+
+
+def save_reference(path: Path, ref: Reference) -> None:
+    """Write ``ref`` as an npz (features fp16) atomically."""
+    save_table(path, (ref.features, ref.center, ref.scale, ref.threshold))
+
+
+def load_reference(path: Path) -> Reference:
+    """The router reference stored at ``path`` (see :func:`save_reference`)."""
+    return Reference(*load_table(path, "router reference", N_FEATURES))
 
 
 @dataclass

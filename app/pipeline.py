@@ -63,7 +63,9 @@ def box_router(key: str, sessions: SessionCache, precision: str = DEFAULT_PRECIS
 def screened_out(case: Case, key: str, sessions: SessionCache) -> str | None:
     """Why a 2D case skips model ``key`` for LiteMedSAM before any encoder runs (its image screen,
     ``app/screen.py``, finds the image unlike every image its router accepted), or None: the
-    case goes to ``key`` and its router as usual. 3D cases are never screened (yet)."""
+    case goes to ``key`` and its router as usual. 3D cases are never screened: their router
+    decides on each object's key slice, so a refused object costs one student encode, not one
+    per slice."""
     screen = None if case.is_3d else sessions.screen(key)
     if screen is None:
         return None

@@ -23,20 +23,20 @@ reference image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
-from app.novelty import nearest_distance
+from app.novelty import Layout, Standardised, load_table, save_table
 from app.preprocessing import encoder_input
 
 THUMBNAIL = 16  # pixels per side
 HISTOGRAM_BINS = 16
 # Feature layout: name -> (start, stop) in the feature vector.
-SCREEN_BLOCKS: dict[str, tuple[int, int]] = {
+SCREEN_BLOCKS: Layout = {
     "thumbnail": (0, THUMBNAIL * THUMBNAIL),
     "histogram": (THUMBNAIL * THUMBNAIL, THUMBNAIL * THUMBNAIL + HISTOGRAM_BINS),
     "aspect": (THUMBNAIL * THUMBNAIL + HISTOGRAM_BINS, THUMBNAIL * THUMBNAIL + HISTOGRAM_BINS + 1),
@@ -55,21 +55,14 @@ def screen_features(image: np.ndarray, size: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Screen:
+class Screen(Standardised):
     """A specialist's image domain: standardised reference images and the admission threshold."""
 
-    features: np.ndarray  # (M, N_SCREEN_FEATURES) float32, standardised
-    center: np.ndarray  # (N_SCREEN_FEATURES,) subtracted before scaling
-    scale: np.ndarray  # (N_SCREEN_FEATURES,) divided by, > 0
-    threshold: float
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    def standardise(self, feats: np.ndarray) -> np.ndarray:
-        return ((np.asarray(feats, np.float32) - self.center) / self.scale).astype(np.float32)
+    layout: ClassVar[Layout] = SCREEN_BLOCKS
 
     def distance(self, feats: np.ndarray) -> np.ndarray:
         """(K, N_SCREEN_FEATURES) raw features -> (K,) distance to the nearest reference image."""
-        return nearest_distance(self.standardise(np.atleast_2d(feats)), self.features, SCREEN_BLOCKS)
+        return self.nearest(feats)
 
     def admits(self, feats: np.ndarray) -> tuple[bool, float]:
         """(N_SCREEN_FEATURES,) raw features of one image -> (admitted, its distance)."""
@@ -77,36 +70,11 @@ class Screen:
         return d <= self.threshold, d
 
 
-SCREEN_KEYS = ("features", "center", "scale", "threshold")
-
-
 def save_screen(path: Path, screen: Screen) -> None:
     """Write ``screen`` as an npz (features fp16) atomically."""
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(
-        tmp,
-        features=screen.features.astype(np.float16),
-        center=screen.center.astype(np.float32),
-        scale=screen.scale.astype(np.float32),
-        threshold=np.float32(screen.threshold),
-    )
-    tmp.replace(path)
+    save_table(path, (screen.features, screen.center, screen.scale, screen.threshold))
 
 
 def load_screen(path: Path) -> Screen:
     """The screen stored at ``path`` (see :func:`save_screen`)."""
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in SCREEN_KEYS if k not in data.files]
-        if missing:
-            msg = f"image screen {path} lacks {missing}"
-            raise ValueError(msg)
-        screen = Screen(
-            data["features"].astype(np.float32),
-            data["center"].astype(np.float32),
-            data["scale"].astype(np.float32),
-            float(data["threshold"]),
-        )
-    if screen.features.ndim != 2 or screen.features.shape[1] != N_SCREEN_FEATURES or screen.scale.min() <= 0:
-        msg = f"image screen {path}: features {screen.features.shape}, expected (M, {N_SCREEN_FEATURES})"
-        raise ValueError(msg)
-    return screen
+    return Screen(*load_table(path, "image screen", N_SCREEN_FEATURES))

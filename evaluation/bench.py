@@ -50,14 +50,17 @@ class Run:
     ok: bool
 
 
-def run_case(case: Path, system: str, work: Path, env: dict[str, str]) -> tuple[float, float, bool]:
-    """One case alone in its input folder, as the challenge's harness does."""
+def run_case(
+    case: Path, system: str, work: Path, env: dict[str, str], extra: tuple[str, ...] = ()
+) -> tuple[float, float, bool]:
+    """One case alone in its input folder, as the challenge's harness does (``extra``: more
+    arguments for the system's command line)."""
     inputs, outputs = work / f"{system}_in", work / f"{system}_out"
     for folder in (inputs, outputs):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     shutil.copy(case, inputs / case.name)
-    run = timed_process(cli_command(system, inputs, outputs), env)
+    run = timed_process(cli_command(system, inputs, outputs, *extra), env)
     return run.seconds, run.peak_rss_mb, run.ok
 
 
@@ -163,11 +166,14 @@ def harness_rss_mb() -> float:
     return 0.0
 
 
-def startup_costs(env: dict[str, str], work: Path, repeats: int = 3) -> dict[str, float]:
+def startup_costs(
+    env: dict[str, str], work: Path, app_args: tuple[str, ...] = (), repeats: int = 3
+) -> dict[str, float]:
     """Median seconds from process start to ready-to-infer (models loaded), no case."""
     empty = work / "empty"
     empty.mkdir(parents=True, exist_ok=True)
-    app = [timed_process([sys.executable, "-m", "app", "--warmup"], env).seconds for _ in range(repeats)]
+    warmup = [sys.executable, "-m", "app", "--warmup", *app_args]
+    app = [timed_process(warmup, env).seconds for _ in range(repeats)]
     base = [timed_process(cli_command("baseline", empty, work / "x"), env).seconds for _ in range(repeats)]
     return {"app": statistics.median(app), "baseline": statistics.median(base)}
 
@@ -263,10 +269,17 @@ def append_run(path: Path, run: Run) -> None:
 
 
 def bench(
-    cases: list[Path], env: dict[str, str], work: Path, runs_csv: Path, systems=SYSTEMS, label: str = ""
+    cases: list[Path],
+    env: dict[str, str],
+    work: Path,
+    runs_csv: Path,
+    systems=SYSTEMS,
+    label: str = "",
+    app_args: tuple[str, ...] = (),
 ) -> list[Run]:
     """Time every case with every system, alternating; a case whose runs are all recorded in
-    ``runs_csv`` is not run again (both systems of a case are always timed back to back)."""
+    ``runs_csv`` is not run again (both systems of a case are always timed back to back).
+    ``app_args``: more arguments for the app's command line (its models folder)."""
     recorded = read_runs(runs_csv)
     runs = []
     for i, case in enumerate(cases):
@@ -276,7 +289,7 @@ def bench(
             continue
         order = systems if i % 2 == 0 else systems[::-1]
         for system in order:
-            secs, rss, ok = run_case(case, system, work, env)
+            secs, rss, ok = run_case(case, system, work, env, app_args if system == "app" else ())
             run = Run(case.name, label or group_of(case.name), system, secs, rss, ok)
             append_run(runs_csv, run)
             runs.append(run)
@@ -396,22 +409,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**os.environ, "SEG_CACHE_DIR": str(work / "ov_cache")}
-        timed_process([sys.executable, "-m", "app", "--warmup"], env)  # the container ships a warm cache
+        app_args = ("--models", str(args.models))  # the app runs the models it is timed with
+        timed_process(
+            [sys.executable, "-m", "app", "--warmup", *app_args], env
+        )  # the container ships a warm cache
         # Forked children inherit this process's RSS as their starting high-water mark (ru_maxrss
         # survives exec), so every process is timed while this harness is still small; the
         # in-process encoder measurements (torch, OpenVINO) come last.
         floor_mb = harness_rss_mb()
-        startup = startup_costs(env, work)
+        startup = startup_costs(env, work, app_args)
         cases = sample_cases(args.data, args.per_group, args.groups)
         if not cases:
             parser.error(f"no case of the chosen groups under {args.data}")
         start_runs(args.runs, run_identity(args.models / MANIFEST_NAME))
-        runs = bench(cases, env, work, args.runs)
+        runs = bench(cases, env, work, args.runs, app_args=app_args)
         large = [] if args.no_large else large_cases(args.smoke, work / "large")
         if not large and not args.no_large:
             print(f"bench: no smoke CT under {args.smoke}: large 3D case skipped", file=sys.stderr)
         systems = SYSTEMS if args.large_baseline else ("app",)
-        large_runs = bench(large, env, work, args.runs, systems, label="large 3D")
+        large_runs = bench(large, env, work, args.runs, systems, label="large 3D", app_args=app_args)
         enc = encoder_seconds(args.models, list(encoders))
         peak = measured_gflops_per_s()
     load_end = os.getloadavg()

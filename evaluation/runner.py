@@ -82,11 +82,23 @@ def with_precision(models: Path, dest: Path, rows: list[dict[str, object]]) -> P
 
 
 def without_routers(models: Path, dest: Path) -> Path:
-    """The same models and routes with no router: each specialist serves every box routed to it
-    (how a specialist alone is measured)."""
+    """The same models and routes with no router and no image screen: each specialist serves
+    every box routed to it (how a specialist alone is measured)."""
+    return without(models, dest, ("router", "screen"))
+
+
+def without_screens(models: Path, dest: Path) -> Path:
+    """The same models, routes and routers with no image screen (``app/screen.py``): every image
+    of a specialist's routes goes to its router (the product before the screen)."""
+    return without(models, dest, ("screen",))
+
+
+def without(models: Path, dest: Path, parts: tuple[str, ...]) -> Path:
+    """The same models with ``parts`` of every manifest entry left out."""
     manifest = json.loads((models / "manifest.json").read_text())
     for entry in manifest["models"].values():
-        entry.pop("router", None)
+        for part in parts:
+            entry.pop(part, None)
     return derived_models(models, dest, manifest)
 
 

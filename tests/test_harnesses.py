@@ -227,3 +227,51 @@ def test_agreement_between_two_builds_counts_identical_and_differing_maps(tmp_pa
     assert "| 2DBox_US | 1 | 1 | 0.0e+00 | 1.00000 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| 3DBox_CT |"))
     assert row.split(" | ")[2] == "0" and float(row.split(" | ")[4]) < 1.0
+
+
+def test_bench_runs_the_app_on_the_models_it_is_given(tmp_path, models_dir) -> None:
+    data = tiny_corpus(tmp_path / "data")
+    env = {**os.environ, "SEG_CACHE_DIR": str(tmp_path / "cache")}
+    broken = tmp_path / "broken_models"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")  # the app refuses it: exit 2
+    case = bench.sample_cases(data, 1, ["US 2D"])
+    good = bench.bench(
+        case, env, tmp_path / "w1", tmp_path / "a.csv", ("app",), app_args=("--models", str(models_dir))
+    )
+    bad = bench.bench(
+        case, env, tmp_path / "w2", tmp_path / "b.csv", ("app",), app_args=("--models", str(broken))
+    )
+    assert good[0].ok and not bad[0].ok
+
+
+def test_models_without_screens_keep_their_routers_and_alone_drops_both(tmp_path, models_dir) -> None:
+    import json
+
+    plain = runner.without_screens(models_dir, tmp_path / "no_screen")
+    alone = runner.without_routers(models_dir, tmp_path / "alone")
+    shipped = json.loads((models_dir / "manifest.json").read_text())["models"]
+    assert any("screen" in e for e in shipped.values())  # the US specialist ships one
+    for folder in (plain, alone):
+        entries = json.loads((folder / "manifest.json").read_text())["models"]
+        assert entries.keys() == shipped.keys() and not any("screen" in e for e in entries.values())
+    assert [
+        k for k, e in json.loads((plain / "manifest.json").read_text())["models"].items() if "router" in e
+    ] == [k for k, e in shipped.items() if "router" in e]
+    assert not any(
+        "router" in e for e in json.loads((alone / "manifest.json").read_text())["models"].values()
+    )
+
+
+def test_screen_bench_rows_set_a_runs_ratios_side_by_side(tmp_path) -> None:
+    from evaluation.screen_bench import CASE_SETS, ratio_row
+
+    runs = tmp_path / "runs.csv"
+    runs.write_text(
+        "case,group,system,seconds,rss_mb,ok\n"
+        "a.npz,US 2D,app,1.0,300,True\na.npz,US 2D,baseline,4.0,600,True\n"
+        "b.npz,US 2D,baseline,3.0,600,True\nb.npz,US 2D,app,2.0,500,True\n"
+        "c.npz,US 2D,app,1.0,300,False\nc.npz,US 2D,baseline,3.0,600,True\n"  # a failed run: no pair
+    )
+    row = ratio_row(CASE_SETS[0], "no_screen", runs)
+    assert row.endswith("| no screen | 2 | 1.50 | 3.50 | 2.75x [1.50, 4.00] | 400 |")
