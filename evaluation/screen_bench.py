@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.paths import MODELS
 from common.reports import write_report
-from evaluation import bench
 from evaluation.datasets import DATA_ROOTS
 from evaluation.runner import without_screens
 
@@ -29,7 +29,7 @@ from evaluation.runner import without_screens
 class CaseSet:
     label: str
     data: Path
-    group: str  # a bench group, e.g. "US 2D"
+    group: str  # a bench group (evaluation/bench.py group_of), e.g. "US 2D"
     per_group: int
     what: str
 
@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                 "--per-group",
                 str(case_set.per_group),
             ]
-            bench.main([*picked, "--no-large", "--models", str(models[variant]), "--out", str(out)])
+            # a process of its own: forked children would otherwise inherit this harness's memory
+            # high-water mark from an earlier run (bench measures encoders in-process at its end)
+            cmd = [sys.executable, "-m", "evaluation.bench", *picked, "--no-large"]
+            subprocess.run([*cmd, "--models", str(models[variant]), "--out", str(out)], check=True)
             rows.append(ratio_row(case_set, variant, out.parent / "runs.csv"))
     write_report(args.out / "README.md", [
         "# The image screen and per-case speed",
