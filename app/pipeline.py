@@ -60,7 +60,9 @@ def box_router(key: str, sessions: SessionCache, precision: str = DEFAULT_PRECIS
     return BoxRouter(specialist, general, reference)
 
 
-def screened_out(case: Case, key: str, sessions: SessionCache) -> str | None:
+def screened_out(
+    case: Case, key: str, sessions: SessionCache, precision: str = DEFAULT_PRECISION
+) -> str | None:
     """Why a 2D case skips model ``key`` for LiteMedSAM before any encoder runs (its image screen,
     ``app/screen.py``, finds the image unlike every image its router accepted), or None: the
     case goes to ``key`` and its router as usual. 3D cases are never screened: their router
@@ -69,7 +71,7 @@ def screened_out(case: Case, key: str, sessions: SessionCache) -> str | None:
     screen = None if case.is_3d else sessions.screen(key)
     if screen is None:
         return None
-    admitted, distance = screen.admits(screen_features(case.image, sessions.get(key).input_size))
+    admitted, distance = screen.admits(screen_features(case.image, sessions.get(key, precision).input_size))
     if admitted:
         return None
     return (
@@ -114,7 +116,7 @@ def predict_case(
     dims, named = 3 if case.is_3d else 2, case.modality or case.name
     key = route(named, dims, sessions.routes)
     precision = sessions.precision_for(dims, modality(named))
-    unlike = screened_out(case, key, sessions)
+    unlike = screened_out(case, key, sessions, precision)
     if unlike is not None:
         log.info("%s: %s; %s serves all %d boxes", case.name, unlike, DEFAULT_MODEL_KEY, len(case.boxes))
         key = DEFAULT_MODEL_KEY

@@ -4,7 +4,8 @@ image like any whose boxes its router accepted?
 A specialist over another encoder costs a case its router refuses one encoder call more: the
 student's embedding is computed only for the router to say no, then LiteMedSAM encodes the
 image again (the cascade, ``app/infer_2d.py``). On a source the specialist never saw, that is
-every case (BUSI for the US specialist: +0.27 s on a ~1.7 s case). The screen decides from
+every case (BUSI for the US specialist: 2.02 s a case without the screen, 1.77 s with it, ``make
+bench-screen`` on an AVX2 host). The screen decides from
 the pixels the app already has, before any encoder runs: an image far from every image the
 specialist's router accepted goes straight to LiteMedSAM, exactly as if the router had refused
 every box. It never decides that a box goes to the specialist: an admitted image goes through

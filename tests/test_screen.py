@@ -67,6 +67,14 @@ def test_the_threshold_has_a_margin_and_admits_every_image_the_router_took_a_box
     assert calibrated_threshold(rows, 1.25)[0] == pytest.approx(3.0)
 
 
+def test_the_stored_threshold_never_falls_below_the_calibrated_one() -> None:
+    from train.screen_fit import at_least_as_stored
+
+    for t in (1.1, 1.8679123456, 2.0, 1e-3):
+        stored = at_least_as_stored(t)
+        assert stored >= t and float(np.float32(stored)) == stored
+
+
 def test_a_screen_round_trips_and_a_broken_one_is_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     zeros, ones = np.zeros(N_SCREEN_FEATURES, np.float32), np.ones(N_SCREEN_FEATURES, np.float32)

@@ -78,7 +78,8 @@ def fit_reference(reference_raw: np.ndarray, cfg: ScreenConfig) -> tuple[Screen,
         msg = f"an image screen needs at least 2 training images, got {len(reference_raw)}"
         raise ValueError(msg)
     center, scale = standardisation(reference_raw, cfg.min_scale, SCREEN_BLOCKS, {"aspect": ASPECT_MIN_SCALE})
-    std = ((reference_raw - center) / scale).astype(np.float32)
+    # as stored (fp16, app/novelty.py save_table): the distances calibrated here are the app's
+    std = ((reference_raw - center) / scale).astype(np.float16).astype(np.float32)
     return Screen(std, center, scale, 0.0), leave_one_out(std)
 
 
@@ -96,6 +97,13 @@ def calibrated_threshold(rows: list[ImageRow], margin: float) -> tuple[float, di
     return float(threshold), parts
 
 
+def at_least_as_stored(threshold: float) -> float:
+    """The smallest float32 (the stored threshold's type) not below ``threshold``: an image at
+    exactly the calibrated distance stays admitted after the threshold is saved."""
+    stored = np.float32(threshold)
+    return float(stored if float(stored) >= threshold else np.nextafter(stored, np.float32(np.inf)))
+
+
 def image_rows(
     cases: list[Path], sources: set[str], modalities: set[str], screen: Screen,
     loo: dict[str, float], session: SamSession, router_ref: Reference,
@@ -110,7 +118,7 @@ def image_rows(
         distance = loo[path.name] if path.name in loo else float(screen.distance(feats)[0])
         took, boxes = acceptance(router_ref, case_box_features(path, session))
         rows.append(ImageRow(path.name, corpus_of(path), modality(path.name) or "?", source_tag(path.name),
-                             role, round(distance, 4), boxes, took))  # fmt: skip
+                             role, distance, boxes, took))  # fmt: skip
         if i % 50 == 0:
             print(f"screen: {i}/{len(cases)} images", file=sys.stderr)
     return rows
@@ -219,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     loo_of = dict(zip([p.name for p in references], loo.tolist(), strict=True))
     rows = image_rows(cases, sources, modalities, screen, loo_of, session, router_ref)
     threshold, parts = calibrated_threshold(rows, cfg.margin)
+    threshold = at_least_as_stored(threshold)
     screen = Screen(screen.features, screen.center, screen.scale, threshold)
     out = folder / SCREEN_FILE
     save_screen(out, screen)
