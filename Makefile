@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen bench-screen bench-new-sources clean
+.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-new-sources clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench      challenge-protocol speed and memory, app vs baseline (slow)"
 	@echo "make bench-new-sources  the same on sources no model was tuned on (../shared/data/public2)"
 	@echo "make bench-screen  the image screen's effect on speed: BUSI and HC18, with and without it"
+	@echo "make bench-decoder-batch  decoder batches' effect on speed: many-box Microscopy, batched and one box per call"
 	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder slices and decoder boxes per call: does batching pay"
@@ -77,7 +78,10 @@ bench-new-sources: $(MANIFEST)
 		--groups "Dermoscopy 2D" "Endoscopy 2D" "Fundus 2D" "Microscopy 2D" "US 2D" "XRay 2D" "CT 3D"
 
 bench-screen: $(MANIFEST)
-	$(PY) -m evaluation.screen_bench
+	$(PY) -m evaluation.lever_bench screen
+
+bench-decoder-batch: $(MANIFEST)
+	$(PY) -m evaluation.lever_bench decoder-batch
 
 split:
 	$(PY) -m evaluation.split --data $(TRAIN_DATA)

@@ -26,6 +26,7 @@ from app.sessions import (
     cache_dir_from,
     contract_mismatches,
     create_core,
+    decoder_batch_from,
     default_threads,
     read_manifest,
 )
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="'auto': bf16 on the routes whose gate passed, on a CPU with native bf16, else fp32; "
         "'f32': fp32 everywhere, masks independent of the CPU (default: $SEG_PRECISION, else auto)",
     )
+    parser.add_argument(
+        "--decoder-batch",
+        default=None,
+        help="boxes per decoder call where one model serves many boxes of an image; 1: one box per "
+        "call (default: $SEG_DECODER_BATCH, else 8)",
+    )
     parser.add_argument("--num-shards", type=int, default=None, help="split the folder into N shards")
     parser.add_argument(
         "--shard-index",
@@ -98,6 +105,15 @@ def _precision_mode(parser: argparse.ArgumentParser, arg: str | None) -> str:
         raise  # parser.error exits; never reached
 
 
+def _decoder_batch(parser: argparse.ArgumentParser, arg: str | None) -> int:
+    """:func:`app.sessions.decoder_batch_from`, a bad value being a usage error (exit 2)."""
+    try:
+        return decoder_batch_from(arg)
+    except ValueError as exc:
+        parser.error(f"--decoder-batch / SEG_DECODER_BATCH: {exc}")
+        raise  # parser.error exits; never reached
+
+
 def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
     if not input_dir.is_dir():
         return f"input folder {input_dir} does not exist"
@@ -110,10 +126,11 @@ def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
     return None
 
 
-def warmup(models: Path, cache_arg: Path | None, precision_mode: str) -> int:
+def warmup(models: Path, cache_arg: Path | None, precision_mode: str, decoder_batch: int = 1) -> int:
     """Check every model's IR against the manifest (its rt_info), then compile it once at every
-    precision this host would run it at, so later runs load compiled blobs. Exit 2 when the IR
-    and the manifest disagree."""
+    precision this host would run it at, so later runs load compiled blobs; a model a 2D image
+    can reach also gets its decoder for ``decoder_batch`` boxes per call (many-box images).
+    Exit 2 when the IR and the manifest disagree."""
     cache = cache_dir_from(cache_arg)
     if cache is None or not os.access(cache, os.W_OK):
         log.error("--warmup needs a writable cache folder (--cache-dir or SEG_CACHE_DIR)")
@@ -131,9 +148,10 @@ def warmup(models: Path, cache_arg: Path | None, precision_mode: str) -> int:
     sessions = SessionCache(core, models, default_threads(), precision_mode)
     precisions = {DEFAULT_PRECISION} | {sessions.precision_for(*route) for route in sessions.precisions}
     for key in sessions.keys:
+        batch = decoder_batch if key in sessions.keys_2d else 1
         for precision in sorted(precisions):
             t0 = time.perf_counter()
-            sessions.get(key, precision).compile_all()
+            sessions.get(key, precision).compile_all(batch)
             print(f"app: compiled {key} ({precision}) into {cache} in {time.perf_counter() - t0:.2f} s",
                   file=sys.stderr)  # fmt: skip
     return 0
@@ -143,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     precision_mode = _precision_mode(parser, args.precision)
+    decoder_batch = _decoder_batch(parser, args.decoder_batch)
     if args.warmup:
-        return warmup(args.models, args.cache_dir, precision_mode)
+        return warmup(args.models, args.cache_dir, precision_mode, decoder_batch)
     if args.input is None or args.output is None:
         parser.error("-i/--input and -o/--output are required")
     level = (
@@ -169,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         core = create_core(cache_dir_from(args.cache_dir))
-        sessions = SessionCache(core, args.models, default_threads(), precision_mode)
+        sessions = SessionCache(core, args.models, default_threads(), precision_mode, decoder_batch)
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2

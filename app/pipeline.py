@@ -135,7 +135,7 @@ def predict_case(
     if case.is_3d:
         result = segment_volume(case.image, case.boxes, session, on_step=Progress(case.name), choose=router)
     else:
-        result = segment_image(case.image, case.boxes, session, choose=router)
+        result = segment_image(case.image, case.boxes, session, choose=router, batch=sessions.decoder_batch)
     log.debug("%s: %d encodes, %d decodes, cache peak %d embeddings", case.name, result.encodes,
               result.decodes, result.cache_peak)  # fmt: skip
     if router is not None:

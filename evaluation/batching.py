@@ -1,10 +1,12 @@
 """``make batching``: does batching pay on this CPU, for the encoder (slices) or the decoder (boxes)?
 
-Both shipped IR have a static batch of 1 (the app encodes one slice and decodes one box per
-call); here each is reshaped to larger batches. Encoder: 1, 2, 4 and 8 random 256x256 slices
-per call. Decoder: 1, 4, 8 and 16 boxes of one image per call (the embedding repeated per box,
-as SAM's decoder does inside). fp32, the runtime's compile settings. Interleaved round by
-round; the report gives the median seconds per image or per box.
+Both shipped IR have a static batch of 1 (the app encodes one slice per call; it decodes one
+box per call unless one model serves many boxes of an image); here each is reshaped to larger
+batches. Encoder: 1, 2, 4 and 8 random 256x256 slices per call. Decoder: 1, 4, 8 and 16 boxes
+of one image per call (its one image input, the boxes' axis reshaped, as the app's
+``decode_many`` does), and how far each box's logits are from its single-box call's. fp32, the
+runtime's compile settings. Interleaved round by round; the report gives the median seconds per
+image or per box.
 """
 
 from __future__ import annotations
@@ -48,15 +50,26 @@ def reshaped_calls(
     xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None
 ) -> dict[int, Callable[[], object]]:
     """batch -> one call of the IR ``xml`` (static batch 1, as shipped) reshaped to that batch."""
+    graphs = reshaped_graphs(xml, batches, inputs_of, threads)
+    return {b: call_with(compiled, inputs_of(b)) for b, compiled in graphs.items()}
+
+
+def call_with(compiled: ov.CompiledModel, inputs: Inputs) -> Callable[[], object]:
+    """One call of ``compiled`` on ``inputs``, as a function of nothing (what gets timed)."""
+    return lambda: compiled(inputs)
+
+
+def reshaped_graphs(
+    xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None
+) -> dict[int, ov.CompiledModel]:
+    """batch -> the IR ``xml`` compiled for the shapes of ``inputs_of(batch)``."""
     core = ov.Core()
-    calls = {}
+    graphs = {}
     for b in batches:
-        inputs = inputs_of(b)
         model = core.read_model(xml)
-        model.reshape({name: list(x.shape) for name, x in inputs.items()})
-        compiled = core.compile_model(model, "CPU", compile_config(threads))
-        calls[b] = lambda c=compiled, i=inputs: c(i)
-    return calls
+        model.reshape({name: list(x.shape) for name, x in inputs_of(b).items()})
+        graphs[b] = core.compile_model(model, "CPU", compile_config(threads))
+    return graphs
 
 
 def encoder_inputs(b: int) -> Inputs:
@@ -64,24 +77,39 @@ def encoder_inputs(b: int) -> Inputs:
 
 
 def decoder_inputs(b: int) -> Inputs:
-    """``b`` boxes of one image: its embedding repeated, random boxes in the model frame."""
-    rng = np.random.default_rng(b)
+    """``b`` boxes of one image: the image's (1, 256, 64, 64) embedding, (b, 4) random boxes in
+    the model frame (the first ``k`` are the same for every ``b``)."""
+    rng = np.random.default_rng(0)
     embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
-    x0y0 = rng.uniform(0, 180, (b, 2))
-    boxes = np.concatenate([x0y0, x0y0 + rng.uniform(8, 70, (b, 2))], axis=1).astype(np.float32)
-    return {
-        "image_embeddings": np.ascontiguousarray(np.broadcast_to(embedding, (b, 256, 64, 64))),
-        "boxes": boxes,
-    }
+    x0y0 = rng.uniform(0, 180, (max(DECODER_BATCHES), 2))
+    boxes = np.concatenate([x0y0, x0y0 + rng.uniform(8, 70, x0y0.shape)], axis=1).astype(np.float32)
+    return {"image_embeddings": embedding, "boxes": boxes[:b]}
 
 
-def table(times: dict[int, list[float]], unit: str) -> list[str]:
+def logit_drift(decoders: dict[int, ov.CompiledModel]) -> dict[int, float]:
+    """batch -> max |logit| difference between each box of one call and its own batch-1 call."""
+    single = decoders[1]
+    drift = {}
+    for b, decoder in decoders.items():
+        inputs = decoder_inputs(b)
+        together = np.asarray(decoder(inputs)[0])  # (b, 1, 256, 256)
+        alone = np.concatenate([
+            np.asarray(single({"image_embeddings": inputs["image_embeddings"], "boxes": box[None]})[0])
+            for box in inputs["boxes"]
+        ])  # fmt: skip
+        drift[b] = float(np.abs(together - alone).max())
+    return drift
+
+
+def table(times: dict[int, list[float]], unit: str, drift: dict[int, float] | None = None) -> list[str]:
     base = statistics.median(times[1])
+    extra = " max |logit - its batch-1 call's| |" if drift is not None else ""
     return [
-        f"| batch | s / {unit} | vs batch 1 |",
-        "|---|---|---|",
+        f"| batch | s / {unit} | vs batch 1 |{extra}",
+        "|---|---|---|" + ("---|" if drift is not None else ""),
         *(
             f"| {b} | {statistics.median(v):.4f} | {statistics.median(v) / base:.2f}x |"
+            + (f" {drift[b]:.1e} |" if drift is not None else "")
             for b, v in times.items()
         ),
     ]
@@ -98,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     entry = read_manifest(args.models)[args.key]
     encoder = reshaped_calls(entry.encoder_xml, ENCODER_BATCHES, encoder_inputs, threads)
     encoder_times = per_item_seconds(encoder, args.rounds)
-    decoder = reshaped_calls(entry.decoder_xml, DECODER_BATCHES, decoder_inputs, threads)
+    graphs = reshaped_graphs(entry.decoder_xml, DECODER_BATCHES, decoder_inputs, threads)
+    drift = logit_drift(graphs)
+    decoder = {b: call_with(c, decoder_inputs(b)) for b, c in graphs.items()}
     decoder_times = per_item_seconds(decoder, args.rounds)
     lines = [
         f"# Batching ({args.key})",
@@ -113,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Decoder: boxes of one image per call",
         "",
-        *table(decoder_times, "box"),
+        *table(decoder_times, "box", drift),
         "",
-        "Below 1.00x would mean batching pays; the app encodes one slice and decodes one box per call.",
+        "Below 1.00x means batching pays. The app encodes one slice per call, and decodes one box per "
+        "call unless one model serves many boxes of an image (then `--decoder-batch`, default 8; "
+        "`app/infer_2d.py` BATCHED_FROM).",
     ]
     write_report(args.out, lines)
     return 0

@@ -17,9 +17,9 @@ def _export(
     args: tuple[torch.Tensor, ...],
     path: Path,
     names: tuple[tuple[str, ...], tuple[str, ...]],
+    dynamic: dict[str, dict[int, str]],
 ) -> None:
     inputs, outputs = names
-    dynamic = {name: {0: "batch"} for name in (*inputs, *outputs)}
     with torch.no_grad():
         torch.onnx.export(
             module,
@@ -36,10 +36,13 @@ def _export(
 
 def export_encoder(module: nn.Module, input_size: int, path: Path) -> None:
     dummy = torch.rand(1, 3, input_size, input_size)  # (B, 3, S, S)
-    _export(module, (dummy,), path, (ENCODER_INPUTS, ENCODER_OUTPUTS))
+    batch = {name: {0: "batch"} for name in (*ENCODER_INPUTS, *ENCODER_OUTPUTS)}
+    _export(module, (dummy,), path, (ENCODER_INPUTS, ENCODER_OUTPUTS), batch)
 
 
 def export_decoder(module: nn.Module, input_size: int, path: Path) -> None:
-    emb = torch.randn(1, 256, 64, 64)  # (B, 256, 64, 64)
-    boxes = torch.tensor([[0.1, 0.2, 0.7, 0.9]]) * input_size  # (B, 4)
-    _export(module, (emb, boxes), path, (DECODER_INPUTS, DECODER_OUTPUTS))
+    """One image (1, 256, 64, 64), any number of boxes (B, 4) on it: the box axis is dynamic."""
+    emb = torch.randn(1, 256, 64, 64)  # (1, 256, 64, 64)
+    boxes = torch.tensor([[0.1, 0.2, 0.7, 0.9], [0.3, 0.1, 0.6, 0.5]]) * input_size  # (B, 4)
+    per_box = {"boxes": {0: "boxes"}, "low_res_logits": {0: "boxes"}}
+    _export(module, (emb, boxes), path, (DECODER_INPUTS, DECODER_OUTPUTS), per_box)

@@ -2,10 +2,12 @@
 
 encoder: image (B, 3, S, S) float32 in [0, 1] -> image_embeddings (B, 256, 64, 64); TinyViT's
          window attentions run their qkv projection as three (``tiny_vit.SplitQKVAttention``)
-decoder: image_embeddings (B, 256, 64, 64), boxes (B, 4) float32 XYXY model-frame pixels
-         -> low_res_logits (B, 1, 256, 256). Prompt encoding, the no-mask dense embedding and
-         the dense positional encoding (a constant) are folded in; the mask decoder's cross-attentions
-         run folded (``modeling/architectures/folded_decoder.py``).
+decoder: image_embeddings (1, 256, 64, 64), one image, and boxes (B, 4) float32 XYXY
+         model-frame pixels on it -> low_res_logits (B, 1, 256, 256). Prompt encoding, the
+         no-mask dense embedding and the dense positional encoding (a constant) are folded in;
+         the mask decoder's cross-attentions run folded, and the B boxes share the image until
+         they first update it (``folded_decoder.decode_on_one_image``). The IR ships with B = 1;
+         the app reshapes it to a batch of boxes for images with many (``app/infer_2d.py``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modeling.architectures.folded_decoder import folded
-from modeling.architectures.sam import BoxSAM, decode_boxes
+from modeling.architectures.folded_decoder import decode_on_one_image, folded
+from modeling.architectures.sam import BoxSAM
 from modeling.architectures.tiny_vit import with_split_qkv
 
 ENCODER_INPUTS = ("image",)
@@ -41,5 +43,5 @@ class DecoderForExport(nn.Module):
         self.eval()
 
     def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """``BoxSAM.decode`` with the folded mask decoder (same weights, same function)."""
-        return decode_boxes(self.prompt_encoder, self.mask_decoder, image_embeddings, boxes)
+        """``BoxSAM.decode`` of each box on the one image (same weights, same function)."""
+        return decode_on_one_image(self.prompt_encoder, self.mask_decoder, image_embeddings, boxes)

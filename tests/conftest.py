@@ -28,6 +28,7 @@ class FakeSession:
         self.encoder_calls = 0
         self.encoded_means: Counter[float] = Counter()
         self.decoded_boxes: list[np.ndarray] = []
+        self.batched_calls: list[int] = []  # boxes per decode_many call
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         self.encoder_calls += images.shape[0]
@@ -44,6 +45,11 @@ class FakeSession:
         x0, y0, x1, y1 = (int(v) for v in box_model)
         logits[y0 : y1 + 1, x0 : x1 + 1] = 10.0
         return logits
+
+    def decode_many(self, embedding: np.ndarray, boxes_model: np.ndarray, batch: int) -> np.ndarray:
+        assert len(boxes_model) <= batch, "decode_many was given more boxes than its batch"
+        self.batched_calls.append(len(boxes_model))
+        return np.stack([self.decode(embedding, box) for box in boxes_model])
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ def test_numerically_equal_to_the_packaged_reference(ours) -> None:
 
 def test_exported_decoder_forward_equals_the_reference(ours) -> None:
     """The projection-folded decoder the export traces computes the reference's logits, on
-    LiteMedSAM's weights and on perturbed ones (a specialist's decoder, any bias)."""
+    LiteMedSAM's weights and on perturbed ones (a specialist's decoder, any bias), for one box
+    on an image and for several boxes sharing one."""
     from export.wrappers import DecoderForExport
 
     torch.manual_seed(1)
@@ -81,10 +82,16 @@ def test_exported_decoder_forward_equals_the_reference(ours) -> None:
         for p in perturbed.mask_decoder.parameters():
             p.add_(0.02 * torch.randn_like(p))
         for model in (ours, perturbed):
-            ref, folded = model.decode(emb, box), DecoderForExport(model)(emb, box)
-            assert ref.shape == folded.shape == (3, 1, 256, 256)
-            assert torch.allclose(ref, folded, atol=2e-4, rtol=0), (ref - folded).abs().max()
-            assert ((ref > 0) == (folded > 0)).float().mean() > 0.9999
+            exported = DecoderForExport(model)  # one image, its boxes
+            one_each = torch.cat([exported(emb[i : i + 1], box[i : i + 1]) for i in range(3)])
+            three_on_one = exported(emb[:1], box)  # the three boxes on the first image, one call
+            for ref, folded in (
+                (model.decode(emb, box), one_each),
+                (model.decode(emb[:1].expand(3, -1, -1, -1), box), three_on_one),
+            ):
+                assert ref.shape == folded.shape == (3, 1, 256, 256)
+                assert torch.allclose(ref, folded, atol=2e-4, rtol=0), (ref - folded).abs().max()
+                assert ((ref > 0) == (folded > 0)).float().mean() > 0.9999
 
 
 def test_exported_encoder_forward_equals_the_reference(ours) -> None:

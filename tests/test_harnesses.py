@@ -148,6 +148,8 @@ def test_batching_times_the_encoder_per_slice_and_the_decoder_per_box(tmp_path, 
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 2", "| 4", "| 8", "| 1", "| 4", "| 8", "| 16"]
     assert all(float(r.split(" | ")[1]) > 0 for r in rows)
+    drift = [float(r.split(" | ")[3].rstrip(" |")) for r in rows[4:]]  # each box vs its batch-1 call
+    assert drift[0] == 0.0 and max(drift) <= 1e-4
 
 
 def test_startup_phases_time_the_apps_steps_and_write_what_the_app_writes(
@@ -263,8 +265,8 @@ def test_models_without_screens_keep_their_routers_and_alone_drops_both(tmp_path
     )
 
 
-def test_screen_bench_rows_set_a_runs_ratios_side_by_side(tmp_path) -> None:
-    from evaluation.screen_bench import CASE_SETS, ratio_row
+def test_lever_bench_rows_set_a_runs_ratios_side_by_side(tmp_path) -> None:
+    from evaluation.lever_bench import LEVERS, ratio_row
 
     runs = tmp_path / "runs.csv"
     runs.write_text(
@@ -273,5 +275,5 @@ def test_screen_bench_rows_set_a_runs_ratios_side_by_side(tmp_path) -> None:
         "b.npz,US 2D,baseline,3.0,600,True\nb.npz,US 2D,app,2.0,500,True\n"
         "c.npz,US 2D,app,1.0,300,False\nc.npz,US 2D,baseline,3.0,600,True\n"  # a failed run: no pair
     )
-    row = ratio_row(CASE_SETS[0], "no_screen", runs)
+    row = ratio_row(LEVERS["screen"].case_sets[0], "no screen", runs)
     assert row.endswith("| no screen | 2 | 1.50 | 3.50 | 2.75x [1.50, 4.00] | 400 |")

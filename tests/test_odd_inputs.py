@@ -19,6 +19,7 @@ class FakeSessions:
         self.session = FakeSession()
         self.keys_asked: list[str] = []
         self.routes: dict[tuple[int, str], str] = {}  # every case to the default model
+        self.decoder_batch = 8  # the app's default: the 300-box row decodes in batches
 
     def precision_for(self, dims: int, modality: str | None) -> str:
         return "f32"

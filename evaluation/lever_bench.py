@@ -1,0 +1,180 @@
+"""``make bench-screen``, ``make bench-decoder-batch``: one speed lever, on and off, per case.
+
+For each case set of a lever (``LEVERS``), ``make bench``'s protocol (``evaluation/bench.py``:
+one fresh process per case, app and baseline alternating) runs twice: the shipped product (the
+lever on), and the product with the lever off (other models, ``Lever.off_models``, or another
+setting of the app, ``Lever.off_env``). Each run is a bench report of its own under the
+lever's folder; its README sets their rows side by side. The two runs of a set are minutes
+apart on a shared machine: compare their ratios to the baseline, each measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.paths import MODELS
+from common.reports import write_report
+from evaluation.datasets import DATA_ROOTS
+from evaluation.runner import without_screens
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    label: str
+    data: Path
+    group: str  # a bench group (evaluation/bench.py group_of), e.g. "US 2D"
+    per_group: int
+    what: str
+
+
+@dataclass(frozen=True)
+class Lever:
+    title: str
+    out: Path  # the lever's report folder
+    on: str  # the shipped product's label
+    off: str  # the label of the product without the lever
+    off_what: str  # what "off" is, for the README
+    case_sets: tuple[CaseSet, ...]
+    off_env: dict[str, str] = field(default_factory=dict)  # the app's environment, lever off
+    # (shipped models, work folder) -> the models without the lever (None: the shipped ones)
+    off_models: Callable[[Path, Path], Path] | None = None
+
+
+LEVERS: dict[str, Lever] = {
+    "screen": Lever(
+        "The image screen and per-case speed",
+        Path("reports/bench/screen"),
+        "screen",
+        "no screen",
+        "the same models without their image screens (every image goes to the specialist's router: "
+        "the product before the screen)",
+        (
+            CaseSet(
+                "busi",
+                DATA_ROOTS["public2"],
+                "US 2D",
+                15,
+                "BUSI (breast US): a source the US specialist never saw",
+            ),
+            CaseSet(
+                "hc18",
+                DATA_ROOTS["public"],
+                "US 2D",
+                5,
+                "HC18 (fetal head US): the US specialist's own source",
+            ),
+        ),
+        off_models=lambda models, work: without_screens(models, work / "models_no_screen"),
+    ),
+    "decoder-batch": Lever(
+        "Decoder batches and per-case speed",
+        Path("reports/bench/decoder_batch"),
+        "batched",
+        "one box per call",
+        "the same models with `SEG_DECODER_BATCH=1` (every box a decoder call of its own: the product "
+        "before decoder batches)",
+        (
+            CaseSet(
+                "microscopy",
+                DATA_ROOTS["public"],
+                "Microscopy 2D",
+                5,
+                "Microscopy, 92-132 boxes an image (the first 5 of ../shared/data/public)",
+            ),
+            CaseSet(
+                "axondeepseg",
+                DATA_ROOTS["public2"],
+                "Microscopy 2D",
+                3,
+                "AxonDeepSegSEM, 346-1265 boxes an image (a source no model was tuned on)",
+            ),
+        ),
+        off_env={"SEG_DECODER_BATCH": "1"},
+    ),
+}
+
+
+def slug(label: str) -> str:
+    return label.replace(" ", "_")
+
+
+def ratio_row(case_set: CaseSet, variant: str, runs_csv: Path) -> str:
+    """One Markdown row from a bench run's ``runs.csv``: app and baseline medians, speed-up."""
+    with runs_csv.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["ok"] == "True"]
+    by_case: dict[str, dict[str, dict[str, str]]] = {}
+    for r in rows:
+        by_case.setdefault(r["case"], {})[r["system"]] = r
+    pairs = [v for v in by_case.values() if len(v) == 2]
+    ratios = [float(p["baseline"]["seconds"]) / float(p["app"]["seconds"]) for p in pairs]
+    app_s = statistics.median(float(p["app"]["seconds"]) for p in pairs)
+    base_s = statistics.median(float(p["baseline"]["seconds"]) for p in pairs)
+    rss = statistics.median(float(p["app"]["rss_mb"]) for p in pairs)
+    return (
+        f"| {case_set.what} | {variant} | {len(pairs)} | {app_s:.2f} | {base_s:.2f} | "
+        f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}, {max(ratios):.2f}] | {rss:.0f} |"
+    )
+
+
+def bench_command(case_set: CaseSet, models: Path, out: Path) -> list[str]:
+    """``evaluation.bench`` on ``case_set`` with ``models``, its report at ``out``."""
+    return [
+        sys.executable, "-m", "evaluation.bench", "--data", str(case_set.data), "--groups", case_set.group,
+        "--per-group", str(case_set.per_group), "--no-large", "--models", str(models), "--out", str(out),
+    ]  # fmt: skip
+
+
+def readme(name: str, lever: Lever, rows: list[str]) -> list[str]:
+    return [
+        f"# {lever.title}",
+        "",
+        f"Command: `make bench-{name}` (`python -m evaluation.lever_bench {name}`). Each row is one "
+        "`evaluation.bench` run (its report in the folder named `<set>_<variant>/`): one fresh process "
+        f"per case, app and baseline alternating. *{lever.on}*: the shipped product; *{lever.off}*: "
+        f"{lever.off_what}. Compare the speed-ups (each against the baseline run beside it), not the "
+        "seconds of two runs minutes apart.",
+        "",
+        "| cases | app | cases timed | app s (median) | baseline s (median) | speed-up median [min, max] | "
+        "app peak RSS MB (median) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.lever_bench", description=__doc__)
+    parser.add_argument("lever", choices=sorted(LEVERS))
+    parser.add_argument("--models", type=Path, default=MODELS)
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: the lever's)")
+    parser.add_argument("--work", type=Path, default=Path("build/lever_bench"), help="derived models")
+    args = parser.parse_args(argv)
+    lever = LEVERS[args.lever]
+    out = args.out or lever.out
+    work = args.work / args.lever
+    off_models = args.models if lever.off_models is None else lever.off_models(args.models, work)
+    variants = {lever.on: (args.models, {}), lever.off: (off_models, lever.off_env)}
+    rows = []
+    for case_set in lever.case_sets:
+        if not case_set.data.is_dir():
+            print(f"lever bench: no {case_set.data}: {case_set.label} skipped", file=sys.stderr)
+            continue
+        for variant, (models, env) in variants.items():
+            report = out / f"{case_set.label}_{slug(variant)}" / "REPORT.md"
+            # a process of its own: forked children would otherwise inherit this harness's memory
+            # high-water mark from an earlier run (bench measures encoders in-process at its end)
+            subprocess.run(bench_command(case_set, models, report), check=True, env={**os.environ, **env})
+            rows.append(ratio_row(case_set, variant, report.parent / "runs.csv"))
+    write_report(out / "README.md", readme(args.lever, lever, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
