@@ -103,7 +103,7 @@ def logit_drift(decoders: dict[int, ov.CompiledModel]) -> dict[int, float]:
 
 def table(times: dict[int, list[float]], unit: str, drift: dict[int, float] | None = None) -> list[str]:
     base = statistics.median(times[1])
-    extra = " max |logit - its batch-1 call's| |" if drift is not None else ""
+    extra = " largest logit change vs each box's batch-1 call |" if drift is not None else ""
     return [
         f"| batch | s / {unit} | vs batch 1 |{extra}",
         "|---|---|---|" + ("---|" if drift is not None else ""),

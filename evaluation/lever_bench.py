@@ -6,6 +6,10 @@ lever on), and the product with the lever off (other models, ``Lever.off_models`
 setting of the app, ``Lever.off_env``). Each run is a bench report of its own under the
 lever's folder; its README sets their rows side by side. The two runs of a set are minutes
 apart on a shared machine: compare their ratios to the baseline, each measured side by side.
+
+A lever worth a few percent drowns in that machine's noise, so the README also times the app
+alone, lever on and off alternating case by case for ``--rounds`` rounds (one fresh process per
+case, each variant on its own warm cache): the median of each case's on/off seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.paths import MODELS
+from common.process import timed_process
 from common.reports import write_report
 from evaluation.datasets import DATA_ROOTS
 from evaluation.runner import without_screens
@@ -132,7 +137,53 @@ def bench_command(case_set: CaseSet, models: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def readme(name: str, lever: Lever, rows: list[str]) -> list[str]:
+Variants = dict[str, tuple[Path, dict[str, str]]]  # label -> (models, the app's extra environment)
+
+
+def paired_app_seconds(
+    case_set: CaseSet, variants: Variants, rounds: int, work: Path
+) -> dict[str, dict[str, list[float]]]:
+    """case name -> variant -> the app's seconds in each round, the variants alternating case by
+    case (one fresh process per case, as ``make bench``; each variant on a cache it warmed)."""
+    from evaluation.bench import run_case, sample_cases
+
+    envs = {}
+    for variant, (models, env) in variants.items():
+        envs[variant] = {**os.environ, **env, "SEG_CACHE_DIR": str(work / slug(variant) / "ov_cache")}
+        timed_process([sys.executable, "-m", "app", "--warmup", "--models", str(models)], envs[variant])
+    seconds: dict[str, dict[str, list[float]]] = {}
+    for case in sample_cases(case_set.data, case_set.per_group, [case_set.group]):
+        for _ in range(rounds):
+            for variant, (models, _) in variants.items():
+                secs, _, ok = run_case(
+                    case, "app", work / slug(variant), envs[variant], ("--models", str(models))
+                )
+                if ok:
+                    seconds.setdefault(case.name, {}).setdefault(variant, []).append(secs)
+    return seconds
+
+
+def paired_rows(case_set: CaseSet, lever: Lever, seconds: dict[str, dict[str, list[float]]]) -> list[str]:
+    """One Markdown row per case (median seconds lever on and off, their ratio), then the set's
+    median ratio; a case missing a variant's runs (failed) is left out of the median."""
+    rows, ratios = [], []
+    for case, by_variant in seconds.items():
+        on, off = by_variant.get(lever.on), by_variant.get(lever.off)
+        if not on or not off:
+            rows.append(f"| {case_set.label} | {case} | failed | | |")
+            continue
+        ratio = statistics.median(on) / statistics.median(off)
+        ratios.append(ratio)
+        rows.append(f"| {case_set.label} | {case} | {statistics.median(on):.2f} ({len(on)}) | "
+                    f"{statistics.median(off):.2f} ({len(off)}) | {ratio:.2f}x |")  # fmt: skip
+    if ratios:
+        rows.append(
+            f"| {case_set.label} | **median of the cases** | | | **{statistics.median(ratios):.2f}x** |"
+        )
+    return rows
+
+
+def readme(name: str, lever: Lever, rows: list[str], paired: list[str], rounds: int) -> list[str]:
     return [
         f"# {lever.title}",
         "",
@@ -146,6 +197,16 @@ def readme(name: str, lever: Lever, rows: list[str]) -> list[str]:
         "app peak RSS MB (median) |",
         "|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        f"## The app alone, *{lever.on}* and *{lever.off}* alternating",
+        "",
+        f"Each case run {rounds} times per variant, the variants alternating case by case (one fresh "
+        "process per case, each variant on its own warm compiled-model cache): median seconds (runs), "
+        f"and *{lever.on}* / *{lever.off}* (below 1.00x: the lever saves time).",
+        "",
+        f"| set | case | {lever.on} s | {lever.off} s | {lever.on} / {lever.off} |",
+        "|---|---|---|---|---|",
+        *paired,
     ]
 
 
@@ -155,24 +216,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: the lever's)")
     parser.add_argument("--work", type=Path, default=Path("build/lever_bench"), help="derived models")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the app alone, on and off alternating"
+    )
+    parser.add_argument("--app-only", action="store_true", help="skip the runs against the baseline")
     args = parser.parse_args(argv)
     lever = LEVERS[args.lever]
     out = args.out or lever.out
     work = args.work / args.lever
     off_models = args.models if lever.off_models is None else lever.off_models(args.models, work)
-    variants = {lever.on: (args.models, {}), lever.off: (off_models, lever.off_env)}
-    rows = []
+    variants: Variants = {lever.on: (args.models, {}), lever.off: (off_models, lever.off_env)}
+    rows: list[str] = []
+    paired: list[str] = []
     for case_set in lever.case_sets:
         if not case_set.data.is_dir():
             print(f"lever bench: no {case_set.data}: {case_set.label} skipped", file=sys.stderr)
             continue
-        for variant, (models, env) in variants.items():
+        seconds = paired_app_seconds(case_set, variants, args.rounds, work / "paired")
+        paired += paired_rows(case_set, lever, seconds)
+        for variant, (models, env) in [] if args.app_only else variants.items():
             report = out / f"{case_set.label}_{slug(variant)}" / "REPORT.md"
             # a process of its own: forked children would otherwise inherit this harness's memory
             # high-water mark from an earlier run (bench measures encoders in-process at its end)
             subprocess.run(bench_command(case_set, models, report), check=True, env={**os.environ, **env})
             rows.append(ratio_row(case_set, variant, report.parent / "runs.csv"))
-    write_report(out / "README.md", readme(args.lever, lever, rows))
+    write_report(out / "README.md", readme(args.lever, lever, rows, paired, args.rounds))
     return 0
 
 

@@ -277,3 +277,19 @@ def test_lever_bench_rows_set_a_runs_ratios_side_by_side(tmp_path) -> None:
     )
     row = ratio_row(LEVERS["screen"].case_sets[0], "no screen", runs)
     assert row.endswith("| no screen | 2 | 1.50 | 3.50 | 2.75x [1.50, 4.00] | 400 |")
+
+
+def test_lever_bench_pairs_the_app_on_and_off_case_by_case() -> None:
+    from evaluation.lever_bench import LEVERS, paired_rows
+
+    lever = LEVERS["decoder-batch"]
+    seconds = {
+        "a.npz": {"batched": [9.0, 10.0, 11.0], "one box per call": [12.0, 10.0, 11.0]},
+        "b.npz": {"batched": [2.0], "one box per call": [2.0]},
+        "c.npz": {"batched": [3.0]},  # every "off" run failed: no ratio, left out of the median
+    }
+    rows = paired_rows(lever.case_sets[0], lever, seconds)
+    assert rows[0] == "| microscopy | a.npz | 10.00 (3) | 11.00 (3) | 0.91x |"
+    assert rows[1] == "| microscopy | b.npz | 2.00 (1) | 2.00 (1) | 1.00x |"
+    assert rows[2] == "| microscopy | c.npz | failed | | |"
+    assert rows[3] == "| microscopy | **median of the cases** | | | **0.95x** |"
