@@ -15,7 +15,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from app.inputs import scan_inputs
 from app.npz_io import remove_stale_temps
@@ -35,6 +37,7 @@ from app.shards import append_record, shard_from
 log = logging.getLogger("app")
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,21 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _precision_mode(parser: argparse.ArgumentParser, arg: str | None) -> str:
-    """:func:`app.precision.mode_from`, a bad ``SEG_PRECISION`` being a usage error (exit 2)."""
+def _setting(
+    parser: argparse.ArgumentParser, name: str, parse: Callable[[str | None], T], arg: str | None
+) -> T:
+    """``parse(arg)`` (a flag's value, else its environment variable), a ValueError being a usage
+    error naming ``name`` (exit 2)."""
     try:
-        return mode_from(arg)
+        return parse(arg)
     except ValueError as exc:
-        parser.error(f"SEG_PRECISION: {exc}")
-        raise  # parser.error exits; never reached
-
-
-def _decoder_batch(parser: argparse.ArgumentParser, arg: str | None) -> int:
-    """:func:`app.sessions.decoder_batch_from`, a bad value being a usage error (exit 2)."""
-    try:
-        return decoder_batch_from(arg)
-    except ValueError as exc:
-        parser.error(f"--decoder-batch / SEG_DECODER_BATCH: {exc}")
+        parser.error(f"{name}: {exc}")
         raise  # parser.error exits; never reached
 
 
@@ -160,8 +157,10 @@ def warmup(models: Path, cache_arg: Path | None, precision_mode: str, decoder_ba
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    precision_mode = _precision_mode(parser, args.precision)
-    decoder_batch = _decoder_batch(parser, args.decoder_batch)
+    precision_mode = _setting(parser, "SEG_PRECISION", mode_from, args.precision)
+    decoder_batch = _setting(
+        parser, "--decoder-batch / SEG_DECODER_BATCH", decoder_batch_from, args.decoder_batch
+    )
     if args.warmup:
         return warmup(args.models, args.cache_dir, precision_mode, decoder_batch)
     if args.input is None or args.output is None:

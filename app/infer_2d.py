@@ -13,9 +13,9 @@ from app.result import Segmentation
 from app.sessions import DECODER_BATCH, ChooseDecoder, Session
 
 # A decoder batches only when it serves at least this many boxes of one image: the batched graph
-# is a graph of its own to load (~0.14 s from the cache there, ~5 boxes' worth), and the last
-# call's spare places are decoded for nothing (up to 7 boxes at 0.85x). At 48 boxes both are
-# paid back by the 15% saved per box.
+# is a graph of its own to load (0.14-0.15 s from the cache on that AMD EPYC, an ad hoc timing:
+# about 5 boxes' worth), and the last call's spare places are decoded for nothing (up to 7 boxes
+# at 0.88x). From 48 boxes the ~12% saved per box pays for both.
 BATCHED_FROM = 48
 
 

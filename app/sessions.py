@@ -39,9 +39,9 @@ MANIFEST_NAME = "manifest.json"
 
 # Boxes per decoder call on an image where one decoder serves many boxes (``--decoder-batch``,
 # ``$SEG_DECODER_BATCH``; 1: one box per call). The boxes of one call share the image's first
-# transformer block (``folded_decoder.decode_on_one_image``): per box 0.85x at 8 boxes (0.88x at
-# 4, 0.89x at 16) on an AMD EPYC with AVX2, each box's logits bit for bit its single call's
-# (`make batching`). When a decoder batches: ``app/infer_2d.py`` BATCHED_FROM.
+# transformer block (``folded_decoder.decode_on_one_image``): per box 0.88x at 4 and 8 boxes
+# (0.86x at 16) on an AMD EPYC with AVX2, each box's logits bit for bit its single call's
+# (`make batching`, 2026-12-07). When a decoder batches: ``app/infer_2d.py`` BATCHED_FROM.
 DECODER_BATCH = 8
 MAX_DECODER_BATCH = 64
 

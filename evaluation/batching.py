@@ -101,6 +101,11 @@ def logit_drift(decoders: dict[int, ov.CompiledModel]) -> dict[int, float]:
     return drift
 
 
+def with_one(batches: list[int]) -> tuple[int, ...]:
+    """The batches to time, batch 1 (the reference of every ratio) always among them, sorted."""
+    return tuple(sorted({1, *batches}))
+
+
 def table(times: dict[int, list[float]], unit: str, drift: dict[int, float] | None = None) -> list[str]:
     base = statistics.median(times[1])
     extra = " largest logit change vs each box's batch-1 call |" if drift is not None else ""
@@ -120,13 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--key", default=DEFAULT_MODEL_KEY)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--encoder-batches", type=int, nargs="+", default=list(ENCODER_BATCHES))
+    parser.add_argument("--decoder-batches", type=int, nargs="+", default=list(DECODER_BATCHES))
     parser.add_argument("--out", type=Path, default=Path("reports/batching.md"))
     args = parser.parse_args(argv)
     threads = default_threads()
     entry = read_manifest(args.models)[args.key]
-    encoder = reshaped_calls(entry.encoder_xml, ENCODER_BATCHES, encoder_inputs, threads)
+    batches = {"encoder": with_one(args.encoder_batches), "decoder": with_one(args.decoder_batches)}
+    if max(batches["decoder"]) > max(DECODER_BATCHES) or min(batches["encoder"] + batches["decoder"]) < 1:
+        parser.error(f"batches must be 1 or more, decoder batches at most {max(DECODER_BATCHES)}")
+    encoder = reshaped_calls(entry.encoder_xml, batches["encoder"], encoder_inputs, threads)
     encoder_times = per_item_seconds(encoder, args.rounds)
-    graphs = reshaped_graphs(entry.decoder_xml, DECODER_BATCHES, decoder_inputs, threads)
+    graphs = reshaped_graphs(entry.decoder_xml, batches["decoder"], decoder_inputs, threads)
     drift = logit_drift(graphs)
     decoder = {b: call_with(c, decoder_inputs(b)) for b, c in graphs.items()}
     decoder_times = per_item_seconds(decoder, args.rounds)

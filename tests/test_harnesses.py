@@ -142,13 +142,14 @@ def test_batching_times_the_encoder_per_slice_and_the_decoder_per_box(tmp_path, 
     from evaluation import batching
 
     out = tmp_path / "batching.md"
-    assert batching.main(["--models", str(models_dir), "--rounds", "1", "--out", str(out)]) == 0
+    argv = ["--models", str(models_dir), "--rounds", "1", "--out", str(out)]
+    assert batching.main([*argv, "--encoder-batches", "2", "--decoder-batches", "8"]) == 0  # and 1: always
     text = out.read_text()
     assert "## Encoder: slices per call" in text and "## Decoder: boxes of one image per call" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 2", "| 4", "| 8", "| 1", "| 4", "| 8", "| 16"]
+    assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 2", "| 1", "| 8"]
     assert all(float(r.split(" | ")[1]) > 0 for r in rows)
-    drift = [float(r.split(" | ")[3].rstrip(" |")) for r in rows[4:]]  # each box vs its batch-1 call
+    drift = [float(r.split(" | ")[3].rstrip(" |")) for r in rows[2:]]  # each box vs its batch-1 call
     assert drift[0] == 0.0 and max(drift) <= 1e-4
 
 
