@@ -21,7 +21,7 @@ the modules as written, and the export's parity gate compares the two.
 image -> tokens attention writes a box's update into the image, every box attends to the same
 image, so that block runs on one copy of it: its two image-sized GEMMs take all boxes' tokens at
 once, and the image's token layout and positional sum are made once per call, not once per box.
-Each box's logits equal its own single-box call (bit for bit on the CPUs measured,
+Each box's logits equal its own single-box call (bit for bit on the AMD EPYC measured,
 `make batching`).
 
 Shapes: B prompts, h heads of width d, T tokens, N = H*W image positions, C channels.
