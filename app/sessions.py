@@ -188,8 +188,7 @@ class SamSession:
         self.encoder_id = f"{entry.encoder_xml.as_posix()}@{precision}"
         self._compile_graph = compile_graph
         self._encoder: ov.CompiledModel | None = None
-        self._decoder: ov.CompiledModel | None = None
-        self._batched: dict[int, ov.CompiledModel] = {}  # the decoder reshaped to B boxes, by B
+        self._decoders: dict[int, ov.CompiledModel] = {}  # boxes per call -> the decoder graph
         self.encoder_calls = 0
 
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -231,13 +230,9 @@ class SamSession:
     def compile_decoder(self, boxes: int = 1) -> ov.CompiledModel:
         """The decoder's compiled graph for ``boxes`` boxes per call (the IR as shipped: 1),
         compiled (or loaded from the cache) on the first call."""
-        if boxes == 1:
-            if self._decoder is None:
-                self._decoder = self._compile_graph(self.entry.decoder_xml, 1)
-            return self._decoder
-        if boxes not in self._batched:
-            self._batched[boxes] = self._compile_graph(self.entry.decoder_xml, boxes)
-        return self._batched[boxes]
+        if boxes not in self._decoders:
+            self._decoders[boxes] = self._compile_graph(self.entry.decoder_xml, boxes)
+        return self._decoders[boxes]
 
     def compile_all(self, decoder_batch: int = 1) -> None:
         """Compile both graphs now (a warm-up, or a worker that serves many cases), and the
