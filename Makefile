@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-new-sources clean
+.PHONY: help venv export demo test lint agreement startup batching overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-new-sources clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -24,6 +24,7 @@ help:
 	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder slices and decoder boxes per call: does batching pay"
+	@echo "make overlap    3D: the next slice's encode while this slice's objects decode: does it pay"
 	@echo "make graph-forms  encoder and decoder as written vs as exported: time per call, output drift"
 	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
 	@echo "make image      build the product image (docker, else podman; stand-in base if needed)"
@@ -94,6 +95,9 @@ startup: $(MANIFEST)
 
 batching: $(MANIFEST)
 	$(PY) -m evaluation.batching
+
+overlap: $(MANIFEST)
+	$(PY) -m evaluation.overlap
 
 graph-forms: $(MANIFEST)
 	$(PY) -m evaluation.graph_forms

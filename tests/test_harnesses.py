@@ -153,6 +153,34 @@ def test_batching_times_the_encoder_per_slice_and_the_decoder_per_box(tmp_path, 
     assert drift[0] == 0.0 and max(drift) <= 1e-4
 
 
+def test_overlap_decodes_each_slice_on_its_own_embedding_and_reports_both_ways(tmp_path, models_dir) -> None:
+    import openvino as ov
+
+    from app.sessions import compile_config, read_manifest
+    from evaluation import overlap
+
+    assert "student_tinyvit_r112d" in overlap.encoders_3d(models_dir)  # CT 3D's encoder, once
+    entry = read_manifest(models_dir)["student_tinyvit_r112d"]
+    core = ov.Core()
+    encoder, decoder = (
+        core.compile_model(str(x), "CPU", compile_config()) for x in (entry.encoder_xml, entry.decoder_xml)
+    )
+    slices = overlap.random_slices(3, entry.input_size)
+    alone = overlap.sequential(encoder, decoder, slices, 1)
+    assert len(set(alone)) == 3  # three different slices, three different masks
+    assert overlap.overlapped(encoder, decoder, slices, 2) == alone  # each slice's own embedding
+
+    out = tmp_path / "overlap.md"
+    argv = ["--models", str(models_dir), "--keys", "student_tinyvit_r112d", "--rounds", "1", "--slices", "2"]
+    assert overlap.main([*argv, "--out", str(out)]) == 0
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| student")]
+    assert [int(r[1]) for r in rows] == list(overlap.OBJECTS_PER_SLICE)
+    for r in rows:
+        sequential_ms, overlapped_ms = float(r[2]), float(r[3])
+        assert sequential_ms > 0 and overlapped_ms > 0
+        assert abs(float(r[4].rstrip(" |x")) - overlapped_ms / sequential_ms) < 0.01  # ms printed to 0.1
+
+
 def test_startup_phases_time_the_apps_steps_and_write_what_the_app_writes(
     tmp_path: Path, models_dir: Path
 ) -> None:
