@@ -84,8 +84,14 @@ def phases_once(case: Path, outputs: Path, cache: Path) -> dict[str, float]:
 Seconds = dict[str, list[float]]  # name -> one value per repeat
 
 
-def measure(repeats: int, against: Path | None = None) -> tuple[Seconds, Seconds]:
-    """(wall seconds per mode, seconds per phase of the warm run), ``repeats`` of each."""
+def folder_mb(folder: Path) -> float:
+    """Size of the files in ``folder`` (the compiled-model cache: blobs), MB."""
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
+
+
+def measure(repeats: int, against: Path | None = None) -> tuple[Seconds, Seconds, dict[str, float]]:
+    """(wall seconds per mode, seconds per phase of the warm run), ``repeats`` of each, and the
+    warm cache's size in MB per checkout (``this``, and ``against``'s when given)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         save_case(root / "in" / "2DBox_US_startup.npz", *disks_2d())
@@ -107,7 +113,8 @@ def measure(repeats: int, against: Path | None = None) -> tuple[Seconds, Seconds
                 times[f"warm, {against}"].append(run_once(root / "in", root / "out", str(other), against))
             for name, seconds in phases_once(plain, root / "out", warm).items():
                 phases[name].append(seconds)
-    return times, phases
+        sizes = {"this": folder_mb(warm), **({str(against): folder_mb(other)} if against is not None else {})}
+    return times, phases, sizes
 
 
 def phase_lines(phases: dict[str, list[float]]) -> list[str]:
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/startup.md"))
     parser.add_argument("--against", type=Path, default=None, help="another checkout, timed warm alongside")
     args = parser.parse_args(argv)
-    times, phases = measure(args.repeats, args.against)
+    times, phases, sizes = measure(args.repeats, args.against)
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [
         "# Start-up: one 2D case as a fresh process",
@@ -161,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             "",
             f"This checkout vs `{args.against}` (warm, same case, interleaved): {med['warm']:.3f} s vs "
-            f"{other:.3f} s per process ({med['warm'] - other:+.3f} s).",
+            f"{other:.3f} s per process ({med['warm'] - other:+.3f} s). The warm cache folders after "
+            f"the runs (the blobs of every graph the case loaded): {sizes['this']:.1f} MB vs "
+            f"{sizes[str(args.against)]:.1f} MB.",
         ]
+    else:
+        lines += ["", f"The warm cache folder after the runs: {sizes['this']:.1f} MB."]
     write_report(args.out, lines)
     return 0
 
