@@ -40,3 +40,35 @@ def test_every_graph_loads_from_the_cache_a_warmup_wrote_and_computes_the_same(
     boxes = np.array([[30, 40, 120, 160], [60, 60, 200, 220]], np.float32)  # (2, 4) model frame
     assert np.array_equal(warm.decode(embedding, boxes[0]), fresh.decode(embedding, boxes[0]))
     assert np.array_equal(warm.decode_many(embedding, boxes, 8), fresh.decode_many(embedding, boxes, 8))
+
+
+def test_a_weight_file_changed_in_place_is_what_the_cached_graph_computes(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """OpenVINO keys a blob of a graph read from a file by the file's path, not its weights: a
+    whole blob kept computing with the old weights after the .bin was rewritten in place (seen
+    with OPTIMIZE_SPEED). The app's weightless blobs read the weights from the .bin at each load,
+    so a re-export into the same folder can never run stale weights."""
+    import shutil
+
+    from app.sessions import cache_mode, compile_config, compile_with_retry
+
+    for suffix in (".xml", ".bin"):
+        shutil.copy(models_dir / "lite_medsam" / f"decoder{suffix}", tmp_path / f"decoder{suffix}")
+    xml, cache = tmp_path / "decoder.xml", tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    feed = {"image_embeddings": rng.standard_normal((1, 256, 64, 64), dtype=np.float32),
+            "boxes": np.array([[40, 50, 180, 200]], np.float32)}  # fmt: skip
+
+    def logits(cache_dir: Path | None) -> tuple[np.ndarray, bool]:
+        compiled = compile_with_retry(create_core(cache_dir), xml, compile_config() | cache_mode(xml))
+        return np.array(compiled(feed)[0]), bool(compiled.get_property(props.loaded_from_cache))
+
+    before, _ = logits(cache)
+    weights = np.fromfile(tmp_path / "decoder.bin", np.float32)
+    weights[weights.size // 2 : weights.size // 2 + 100_000] *= 1.5  # same size, same path
+    weights.tofile(tmp_path / "decoder.bin")
+    after, loaded = logits(cache)
+    fresh, _ = logits(None)
+    assert loaded  # the same blob...
+    assert np.array_equal(after, fresh) and not np.array_equal(after, before)  # ...with today's weights
