@@ -9,7 +9,7 @@ import numpy as np
 
 from app.postprocessing import logits_to_mask, paint
 from app.preprocessing import box_to_model, clip_box_2d, encoder_input
-from app.result import Segmentation
+from app.result import OnStep, Segmentation
 from app.sessions import DECODER_BATCH, ChooseDecoder, Session
 
 # A decoder batches only when it serves at least this many boxes of one image: the batched graph
@@ -102,6 +102,7 @@ def segment_image(
     session: Session,
     choose: ChooseDecoder | None = None,
     batch: int = DECODER_BATCH,
+    on_step: OnStep | None = None,
 ) -> Segmentation:
     """(H, W, 3) uint8 image, (N, 4) XYXY boxes -> (H, W) uint16 labels (box i -> label i+1).
 
@@ -109,6 +110,7 @@ def segment_image(
     decoder over another encoder decodes that encoder's embedding). Boxes entirely outside the
     image are skipped (their label stays absent). A decoder serving many boxes decodes ``batch``
     per call (``decode_group``); the labels do not depend on the order boxes are painted in.
+    ``on_step(done, total)`` follows the boxes decoded.
     """
     original_hw = image.shape[:2]
     labels = np.zeros(original_hw, dtype=np.uint16)
@@ -117,7 +119,11 @@ def segment_image(
     tensor, resized = encoder_input(image, session.input_size)
     embeddings = ImageEmbeddings(tensor)
     plans = plan_boxes(boxes, original_hw, session, embeddings.of(session), resized, choose)
+    done = 0
     for group in by_decoder(plans):
         for plan, logits in decode_group(group, embeddings.of(group[0].decoder), batch):
             paint(labels, logits_to_mask(logits, resized, original_hw), plan.label)
+            done += 1
+            if on_step is not None:
+                on_step(done, len(plans))
     return Segmentation(labels, encodes=embeddings.encodes, decodes=len(plans))

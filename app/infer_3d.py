@@ -20,7 +20,7 @@ import numpy as np
 
 from app.postprocessing import logits_to_mask, paint, propagation_box
 from app.preprocessing import box_to_model, clip_box_2d, clip_z_range, encoder_input, resized_hw
-from app.result import Segmentation
+from app.result import OnStep, Segmentation
 from app.sessions import ChooseDecoder, Session
 
 # Embeddings kept at most, all encoders' caches together (4 MiB each): bounds them at 1 GiB.
@@ -135,10 +135,6 @@ def slice_uses(tracks: list[ObjectTrack]) -> Counter[int]:
 def propagation_steps(tracks: list[ObjectTrack]) -> int:
     """Decoder steps after the key slices (for progress reporting)."""
     return sum(t.z_max - t.z_min for t in tracks)
-
-
-# Progress of a volume's propagation: (decoder steps done, steps in all).
-OnStep = Callable[[int, int], None]
 
 
 class EncoderCaches:

@@ -36,17 +36,18 @@ class CaseResult:
 
 
 class Progress:
-    """Logs 'decoder steps done / total' for long 3D cases, at most every ``every_s`` seconds."""
+    """Logs 'decoder steps done / total' of a long case (3D: slice steps, 2D: boxes), at most
+    every ``every_s`` seconds."""
 
-    def __init__(self, name: str, every_s: float = 5.0) -> None:
-        self.name, self.every_s = name, every_s
+    def __init__(self, name: str, unit: str, every_s: float = 5.0) -> None:
+        self.name, self.unit, self.every_s = name, unit, every_s
         self._last = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
         if now - self._last >= self.every_s:
             self._last = now
-            log.info("%s: %d/%d slice steps", self.name, done, total)
+            log.info("%s: %d/%d %s", self.name, done, total, self.unit)
 
 
 def box_router(key: str, sessions: SessionCache, precision: str = DEFAULT_PRECISION) -> BoxRouter | None:
@@ -133,9 +134,12 @@ def predict_case(
         precision,
     )
     if case.is_3d:
-        result = segment_volume(case.image, case.boxes, session, on_step=Progress(case.name), choose=router)
+        progress = Progress(case.name, "slice steps")
+        result = segment_volume(case.image, case.boxes, session, on_step=progress, choose=router)
     else:
-        result = segment_image(case.image, case.boxes, session, choose=router, batch=sessions.decoder_batch)
+        progress = Progress(case.name, "boxes")
+        batch = sessions.decoder_batch
+        result = segment_image(case.image, case.boxes, session, choose=router, batch=batch, on_step=progress)
     log.debug("%s: %d encodes, %d decodes, cache peak %d embeddings", case.name, result.encodes,
               result.decodes, result.cache_peak)  # fmt: skip
     if router is not None:

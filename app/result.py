@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+# Progress of one image or volume: (decoder steps done, steps in all). A 2D step is a box; a 3D
+# step is one object on one slice after its key slice.
+OnStep = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

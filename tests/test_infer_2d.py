@@ -40,3 +40,27 @@ def test_more_than_255_objects_keep_their_labels(fake_session) -> None:
     boxes = np.array([[x, y, x + 2, y + 2] for y in range(0, 256, 8) for x in range(0, 256, 8)], float)
     labels = segment_image(np.zeros((256, 256, 3), np.uint8), boxes, fake_session).labels
     assert labels.max() == len(boxes) == 1024
+
+
+def test_progress_follows_every_box_decoded(fake_session) -> None:
+    steps: list[tuple[int, int]] = []
+    boxes = np.array(
+        [[10, 10, 50, 50], [300, 300, 400, 400], [100, 100, 150, 120]], float
+    )  # the 2nd: outside
+    segment_image(np.zeros((256, 256, 3), np.uint8), boxes, fake_session, on_step=lambda *s: steps.append(s))
+    assert steps == [(1, 2), (2, 2)]
+
+
+def test_a_long_case_logs_its_progress_by_unit(caplog) -> None:
+    import logging
+
+    from app.pipeline import Progress
+
+    progress = Progress("2DBox_Microscopy_x.npz", "boxes", every_s=0.0)
+    with caplog.at_level(logging.INFO, logger="app"):
+        progress(40, 1265)
+    assert caplog.messages == ["2DBox_Microscopy_x.npz: 40/1265 boxes"]
+    quiet = Progress("case", "boxes", every_s=3600.0)
+    with caplog.at_level(logging.INFO, logger="app"):
+        quiet(1, 2)
+    assert len(caplog.messages) == 1  # nothing before every_s has passed
