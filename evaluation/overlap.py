@@ -12,7 +12,6 @@ of a run of ``--slices`` slices. fp32, the runtime's compile settings.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +25,7 @@ from app.sessions import compile_config, default_threads, read_manifest, read_ro
 from common.machine import describe
 from common.paths import MODELS
 from common.reports import write_report
+from evaluation.timing import alternating_medians
 
 OBJECTS_PER_SLICE = (1, 4)  # decoder calls per slice: one object (most volumes), BraTS's four
 SLICES = 12  # slices per timed run
@@ -90,21 +90,6 @@ WAYS: dict[str, Callable[[ov.CompiledModel, ov.CompiledModel, list[np.ndarray], 
 }
 
 
-def seconds_per_slice(
-    calls: dict[str, Callable[[], object]], rounds: int, slices: int
-) -> dict[str, list[float]]:
-    """way -> seconds per slice of each round (one warm-up run each first; ways alternating)."""
-    for call in calls.values():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - t0) / slices)
-    return times
-
-
 def rows_for(key: str, encoder: ov.CompiledModel, decoder: ov.CompiledModel, size: int, rounds: int,
              slices: int) -> list[str]:  # fmt: skip
     """Table rows of one encoder: per objects-per-slice count, each way's ms per slice and the ratio."""
@@ -112,8 +97,8 @@ def rows_for(key: str, encoder: ov.CompiledModel, decoder: ov.CompiledModel, siz
     rows = []
     for objects in OBJECTS_PER_SLICE:
         calls = {name: partial(way, encoder, decoder, xs, objects) for name, way in WAYS.items()}
-        times = {way: statistics.median(v) for way, v in seconds_per_slice(calls, rounds, slices).items()}
-        base, over = times["sequential (shipped)"], times["overlapped"]
+        per_run = alternating_medians(calls, rounds)  # way -> median seconds of one run of the slices
+        base, over = per_run["sequential (shipped)"] / slices, per_run["overlapped"] / slices
         rows.append(f"| {key} | {objects} | {1000 * base:.1f} | {1000 * over:.1f} | {over / base:.2f}x |")
     return rows
 
