@@ -67,7 +67,9 @@ def compile_config(threads: int | None = None, precision: str = DEFAULT_PRECISIO
 def cache_mode(graph: Path | ov.Model) -> dict[Any, Any]:
     """How ``graph``'s compiled blob is cached. A graph read from an IR file caches weightless
     (OPTIMIZE_SIZE: the blob holds the compiled graph, and the weights are read back from the IR's
-    .bin at load; 0.9 vs 28.6 MB for TinyViT's encoder, 1.7 vs 22.7 MB for a decoder). A graph
+    .bin at load; 0.9 vs 28.6 MB for TinyViT's encoder, 1.7 vs 22.7 MB for a decoder), so it
+    computes with the weights the .bin holds now: OpenVINO keys such a blob by the IR's path, and
+    a whole one kept the old weights after a re-export rewrote the .bin in place. A graph
     reshaped in memory (a batched decoder) caches whole: OpenVINO never loaded a weightless blob
     of one, it compiled again on every run. Loading is as fast either way (``make startup``).
     The value is the mode's name: the CPU plugin of OpenVINO 2026.4 rejects ``props.CacheMode``
