@@ -247,6 +247,11 @@ class SamSession:
             self._decoders[boxes] = self._compile_graph(self.entry.decoder_xml, boxes)
         return self._decoders[boxes]
 
+    def cache_hits(self) -> tuple[int, int]:
+        """(graphs compiled so far, how many of them OpenVINO loaded from the compiled-model cache)."""
+        graphs = ([] if self._encoder is None else [self._encoder]) + list(self._decoders.values())
+        return len(graphs), sum(bool(g.get_property(props.loaded_from_cache)) for g in graphs)
+
     def compile_all(self, decoder_batch: int = 1) -> None:
         """Compile both graphs now (a warm-up, or a worker that serves many cases), and the
         decoder for ``decoder_batch`` boxes per call when that is more than 1."""

@@ -10,7 +10,8 @@ Steps (each printed as it goes; the report is ``reports/container.md``, the per-
    ``/workspace/outputs`` and the engine's tmpfs are writable);
 3. the same cases through ``python -m app`` outside the container: outputs must be equal arrays;
 4. per-container overhead (``run IMAGE true``), image size, the first case with the baked
-   compiled-model cache vs an empty one;
+   compiled-model cache vs an empty one, and ``python -m app --warmup`` inside the image: every
+   graph must be loaded from the baked cache (OpenVINO's ``LOADED_FROM_CACHE``);
 5. memory: the heaviest realistic case (287 x 512 x 512, 6 boxes; synthetic, ``evaluation.memcheck``)
    under ``-m 8G`` with its peak RSS, and an over-limit run (``-m 300m``) that must fail
    visibly: non-zero exit, no output file.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import shutil
 import statistics
 import subprocess
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.cli import WARM_HITS
 from app.routing import case_dims, modality
 from common.machine import describe
 from common.paths import PUBLIC
@@ -127,6 +130,27 @@ def run_overhead(engine: str, image: str, repeats: int = 5) -> float:
     return statistics.median(
         timed([engine, "run", "--rm", *HARDENING, image, "true"])[0] for _ in range(repeats)
     )
+
+
+WARMUP_COUNTS = re.compile(rf"(\d+) graphs, (\d+) {WARM_HITS}")
+
+
+def warmup_counts(stderr: str) -> tuple[int, int]:
+    """(graphs, loaded from the cache) summed over the lines of ``python -m app --warmup``."""
+    counts = [(int(m[1]), int(m[2])) for m in WARMUP_COUNTS.finditer(stderr)]
+    return sum(n for n, _ in counts), sum(k for _, k in counts)
+
+
+def baked_cache_hits(engine: str, image: str) -> tuple[int, int]:
+    """(graphs, loaded from the baked cache) of ``python -m app --warmup`` run in the image
+    (writable, no network, discarded after): the cache a case finds there, graph by graph."""
+    cmd = [engine, "run", "--rm", "--network", "none", image, "python", "-m", "app", "--warmup"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    graphs, hits = warmup_counts(proc.stderr)
+    if proc.returncode != 0 or graphs == 0:
+        msg = f"--warmup in the image: exit {proc.returncode}, {proc.stderr[-300:]}"
+        raise RuntimeError(msg)
+    return graphs, hits
 
 
 def one_case(
@@ -248,6 +272,8 @@ def report(facts: dict, rows: list[dict], equal: dict[str, bool], mem: list[dict
         f"{facts['cache']['host']:.2f} s: the container costs "
         f"{facts['cache']['warm'] - facts['cache']['host']:+.2f} s, of which the engine's own per-container "
         f"overhead is {facts['overhead']:.2f} s",
+        f"- graphs `python -m app --warmup` loaded from the cache baked into the image: "
+        f"{facts['baked_hits'][1]}/{facts['baked_hits'][0]}",
         f"- outputs equal to `python -m app` outside the container: {sum(equal.values())}/{len(equal)}",
         "- files changed in the container's filesystem by one case run writable (`"
         f"{facts['engine']} diff`): {', '.join(facts['writes']) or 'none'}",
@@ -314,9 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": run_overhead(engine, args.image),
         "cache_case": cases[0].name,
         "cache": cold_vs_warm(engine, args.image, cases[0], work / "cache"),
+        "baked_hits": baked_cache_hits(engine, args.image),
     }
     facts["writes"] = filesystem_writes(engine, args.image, cases[0], work / "fs")
-    say(f"overhead {facts['overhead']:.2f} s, cache {facts['cache']}, other writes {facts['writes']}")
+    say(f"overhead {facts['overhead']:.2f} s, cache {facts['cache']}, baked graphs loaded "
+        f"{facts['baked_hits'][1]}/{facts['baked_hits'][0]}, other writes {facts['writes']}")  # fmt: skip
     mem = [] if args.no_memory else memory_checks(engine, args.image, work)
     report(facts, rows, equal, mem, args.report)
     say(f"wrote {args.report}")
@@ -324,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         all(r["exit"] == 0 and r["check"] == "ok" for r in rows)
         and all(equal.values())
         and not facts["writes"]
+        and facts["baked_hits"][1] == facts["baked_hits"][0]
     )
     memory_ok = not mem or (
         mem[0]["exit"] == 0 and mem[0]["check"] == "ok" and mem[1]["exit"] != 0 and not mem[1]["outputs_left"]

@@ -72,3 +72,20 @@ def test_a_weight_file_changed_in_place_is_what_the_cached_graph_computes(
     fresh, _ = logits(None)
     assert loaded  # the same blob...
     assert np.array_equal(after, fresh) and not np.array_equal(after, before)  # ...with today's weights
+
+
+def test_a_second_warmup_loads_every_graph_from_the_cache_and_says_so(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ``make container-test`` reads off ``python -m app --warmup`` in the image: the first
+    warm-up into an empty cache loads nothing from it; a second loads every graph."""
+    from app.cli import warmup
+    from container.check import warmup_counts
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert warmup(models_dir, cache, "auto", 8) == 0
+    graphs, hits = warmup_counts(capsys.readouterr().err)
+    assert graphs > 0 and hits == 0  # an empty cache: every graph compiled
+    assert warmup(models_dir, cache, "auto", 8) == 0
+    assert warmup_counts(capsys.readouterr().err) == (graphs, graphs)
