@@ -64,17 +64,22 @@ def compile_config(threads: int | None = None, precision: str = DEFAULT_PRECISIO
     return config
 
 
-def cache_mode(graph: Path | ov.Model) -> dict[Any, Any]:
-    """How ``graph``'s compiled blob is cached. A graph read from an IR file caches weightless
-    (OPTIMIZE_SIZE: the blob holds the compiled graph, and the weights are read back from the IR's
-    .bin at load; 0.9 vs 28.6 MB for TinyViT's encoder, 1.7 vs 22.7 MB for a decoder), so it
-    computes with the weights the .bin holds now: OpenVINO keys such a blob by the IR's path, and
-    a whole one kept the old weights after a re-export rewrote the .bin in place. A graph
-    reshaped in memory (a batched decoder) caches whole: OpenVINO never loaded a weightless blob
-    of one, it compiled again on every run. Loading is as fast either way (``make startup``).
+def cache_mode(graph: Path | ov.Model, precision: str = DEFAULT_PRECISION) -> dict[Any, Any]:
+    """How ``graph``'s compiled blob is cached at ``precision``.
+
+    A graph read from an IR file and compiled at fp32 caches weightless (OPTIMIZE_SIZE: the blob
+    holds the compiled graph, the weights are read back from the IR's .bin at load; 0.9 vs 28.6
+    MB for TinyViT's encoder, 1.7 vs 22.7 MB for a decoder; loaded as fast, ``make startup``).
+    So it computes with the weights the .bin holds now: OpenVINO keys such a blob by the IR's
+    path, and a whole one kept the old weights after a re-export rewrote the .bin in place.
+    Whole blobs (OPTIMIZE_SPEED) stay for a graph reshaped in memory (a batched decoder: OpenVINO
+    never loaded a weightless blob of one, it compiled again on every run; its in-memory key
+    covers its weights) and for bf16, until a CPU with native bf16 has measured weightless blobs
+    (the AVX2 machine this was built on has none): after a re-export, clear a bf16 host's cache.
     The value is the mode's name: the CPU plugin of OpenVINO 2026.4 rejects ``props.CacheMode``
     members ("Wrong value for property key CACHE_MODE")."""
-    return {props.cache_mode: "OPTIMIZE_SIZE" if isinstance(graph, Path) else "OPTIMIZE_SPEED"}
+    weightless = isinstance(graph, Path) and precision == "f32"
+    return {props.cache_mode: "OPTIMIZE_SIZE" if weightless else "OPTIMIZE_SPEED"}
 
 
 def create_core(cache_dir: Path | None) -> ov.Core:
@@ -338,7 +343,7 @@ class SessionCache:
         take that many boxes per call (the shipped IR takes 1)."""
         if (xml, boxes, precision) not in self._compiled:
             graph = xml if boxes == 1 else decoder_for_boxes(self._core, xml, boxes)
-            config = compile_config(self._threads, precision) | cache_mode(graph)
+            config = compile_config(self._threads, precision) | cache_mode(graph, precision)
             self._compiled[(xml, boxes, precision)] = compile_with_retry(self._core, graph, config)
             self.compiles += 1
         return self._compiled[(xml, boxes, precision)]

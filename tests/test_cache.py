@@ -16,9 +16,10 @@ from app.sessions import SessionCache, create_core
 def test_every_graph_loads_from_the_cache_a_warmup_wrote_and_computes_the_same(
     tmp_path: Path, models_dir: Path, precision: str
 ) -> None:
-    """Graphs read from an IR file cache weightless (their blob a small fraction of their .bin),
-    the batched decoder (reshaped in memory) whole; a fresh Core loads all three from the cache,
-    and the loaded encoder and decoders compute what a compile without a cache computes."""
+    """At fp32, graphs read from an IR file cache weightless (their blob a small fraction of
+    their .bin), the batched decoder (reshaped in memory) whole; bf16 caches whole
+    (``cache_mode``). A fresh Core loads all three from the cache, and the loaded encoder and
+    decoders compute what a compile without a cache computes."""
     if precision not in host_precisions(create_core(None)):
         pytest.skip(f"this CPU does not run {precision} natively")
     cache = tmp_path / "cache"
@@ -26,8 +27,9 @@ def test_every_graph_loads_from_the_cache_a_warmup_wrote_and_computes_the_same(
     bins = sorted((models_dir / "lite_medsam" / f"{g}.bin").stat().st_size for g in ("decoder", "encoder"))
     blobs = sorted(p.stat().st_size for p in cache.glob("*.blob"))
     assert len(blobs) == 3, blobs
-    assert blobs[0] < bins[0] / 10 and blobs[1] < bins[0] / 10, (blobs, bins)  # weightless: both IR graphs
-    assert blobs[2] > bins[0] / 2, (blobs, bins)  # the batched decoder, with its weights
+    if precision == "f32":
+        assert blobs[0] < bins[0] / 10 and blobs[1] < bins[0] / 10, (blobs, bins)  # weightless IR graphs
+        assert blobs[2] > bins[0] / 2, (blobs, bins)  # the batched decoder, with its weights
 
     warm = SessionCache(create_core(cache), models_dir).get("lite_medsam", precision)
     graphs = [warm.compile_encoder(), warm.compile_decoder(), warm.compile_decoder(8)]
