@@ -39,8 +39,11 @@ def encoders_3d(models_dir: Path) -> list[str]:
     keys = sorted(
         {key for (dims, _), key in read_routes(models_dir).items() if dims == 3} | {DEFAULT_MODEL_KEY}
     )
-    owners = {entries[k].encoder_xml.parent.name for k in keys}  # the folder holding each graph
-    return sorted(owners & set(entries))
+    by_graph: dict[Path, str] = {}
+    for key in keys:  # name a shared graph by the model whose folder holds it, when it is one
+        xml = entries[key].encoder_xml
+        by_graph.setdefault(xml, xml.parent.name if xml.parent.name in entries else key)
+    return sorted(by_graph.values())
 
 
 def random_slices(n: int, size: int) -> list[np.ndarray]:
