@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-new-sources clean
+.PHONY: help venv export demo test lint agreement startup batching overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill gpu-kit cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-new-sources clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -32,6 +32,7 @@ help:
 	@echo "make train-specialists  per modality group: fine-tune LiteMedSAM's decoder, fit its router, gate per source (slow, needs TRAIN_DATA)"
 	@echo "make student-candidates  time candidate student encoders next to TinyViT (reports/students)"
 	@echo "make distill    distil the student encoder from TinyViT (continues from checkpoints/), then gate it (slow)"
+	@echo "make gpu-kit    pack the train views and the teacher for a distillation on a lent GPU (build/gpu_kit)"
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make precision-probe  bf16 and NNCF int8 encoders: speed on this CPU, masks vs fp32 (reports/precision; needs ../shared)"
 	@echo "make precision-gate  which routes may run bf16: the product at fp32 vs bf16 on validation, per source (needs ../shared and a CPU with native bf16)"
@@ -140,6 +141,11 @@ student-candidates: $(MANIFEST)
 DISTILL_ARGS ?=
 distill: $(MANIFEST)
 	$(PY) -m train.distill --data $(TRAIN_DATA) --gate $(DISTILL_ARGS)
+
+# The distillation on a lent GPU (README, Student encoder): pack the kit here, run
+# train.distill.gpu there, judge the carry here with `make distill DISTILL_ARGS="--evaluate ..."`.
+gpu-kit: $(STAMP)
+	$(PY) -m train.distill.kit --data $(TRAIN_DATA)
 
 clean:
 	rm -rf build demo/out models/*/ $(MANIFEST)

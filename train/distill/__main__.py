@@ -20,6 +20,11 @@
    and on every validation source of it (STUDENT_RULE). Accepted groups ->
    ``weights/student_<name>/`` (routes for those groups only); none -> nothing ships.
 
+``--evaluate CARRY`` judges a student trained elsewhere (``python -m train.distill.gpu`` on a lent
+GPU, from the kit of ``python -m train.distill.kit``): no training and no train cache; the
+validation proxy per source into ``reports/students/<student>_gpu/distill.md``, then ``--gate`` or
+``--probe`` as above.
+
 Outputs, per student: ``reports/students/<student>/distill_log.csv``, ``distill.png``,
 ``distill.md``, ``gate/`` (with ``--gate``), ``probe/`` (with ``--probe``: the gate on every
 route, the specialists' too, deciding and shipping nothing: how far the student is from them).
@@ -32,9 +37,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from app.sessions import SessionCache, create_core
+from app.sessions import SamSession, SessionCache, create_core
 from common.paths import MODELS, SPLIT_CSV, STUDENT_REPORTS
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.architectures.students import STUDENTS
@@ -49,13 +55,15 @@ from train.distill.loop import (
     base_decoder_model,
     by_source,
     distill,
+    initial_encoder,
+    load_start,
     mean_or_nan,
     proxy_by_source,
     proxy_scores,
     run_name,
     student_embeddings,
 )
-from train.distill.report import plot_log, write_log, write_summary
+from train.distill.report import plot_log, write_carry_summary, write_log, write_summary
 from train.distill.samples import load_arrays, slice_sources, train_labels, train_sample, val_sample
 from train.groups import GROUPS
 from train.losses import MASK_DISTILLATION_LOSSES
@@ -97,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         help="gate the student on every route, specialists' included, into <report>/probe/; ship nothing",
     )
     parser.add_argument("--gate-groups", nargs="*", default=None, choices=list(GROUPS), help="only these")
+    parser.add_argument(
+        "--evaluate",
+        type=Path,
+        default=None,
+        metavar="CARRY",
+        help="judge a carry trained elsewhere (python -m train.distill.gpu): no training, no train cache; "
+        "the proxy into <report> (default reports/students/<student>_gpu), then --gate/--probe",
+    )
     choices = {"kd_prompts": KD_PROMPTS, "kd_loss": tuple(MASK_DISTILLATION_LOSSES)}
     for name, default in asdict(DistillConfig()).items():
         kind = str if name == "student" else type(default)
@@ -109,19 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no data folder among {args.data}")
     cfg = DistillConfig(**{k: getattr(args, k) for k in asdict(DistillConfig())})
     run = run_name(cfg)
-    args.report = args.report or STUDENT_REPORTS / run
+    args.report = args.report or STUDENT_REPORTS / (f"{cfg.student}_gpu" if args.evaluate else run)
     teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
     data = as_one_folder(args.data)
     cases = split_paths(args.split, data)
+    if args.evaluate:
+        return evaluate_carry(args, cfg, cases, data, teacher)
     train_files = cache_cases(
         cases["train"],
         args.cache / "train",
         lambda p: train_sample(p, teacher, args.views, args.per_volume, cfg.seed),
         "distill",
     )
-    val_files = cache_cases(
-        cases["val"], args.cache / "val", lambda p: val_sample(p, teacher, args.val_per_volume), "distill"
-    )
+    val, val_cases = validation_slices(cases["val"], args.cache / "val", teacher, args.val_per_volume)
     train = load_arrays(train_files, ("inputs", "teacher"))
     if cfg.kd_weight > 0 and cfg.kd_prompts == "objects":
         label_files = cache_cases(
@@ -135,10 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             msg = (f"distill: {args.cache}: {len(train['labels'])} label views for {len(train['inputs'])} "
                    "cached views; were both caches made with the same --views/--per-volume?")  # fmt: skip
             raise SystemExit(msg)
-    val = load_arrays(val_files, ("inputs", "teacher", "labels", "hw"))
-    val["source"] = slice_sources(val_files)
     print(f"distill: {len(train['inputs'])} train views of {len(train_files)} cases, "
-          f"{len(val['inputs'])} validation slices of {len(val_files)} cases", file=sys.stderr)  # fmt: skip
+          f"{len(val['inputs'])} validation slices of {val_cases} cases",
+          file=sys.stderr)  # fmt: skip
     decoder_model = base_decoder_model()
     per_slice = cfg.val_objects_per_slice
     teacher_scores = proxy_scores(decoder_model, val["teacher"], val, per_slice)
@@ -152,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     write_log(log, teacher_dice, args.report / "distill_log.csv")
     plot_log(log, teacher_dice, args.report / "distill.png", f"student {cfg.student} <- TinyViT")
     sizes = {"train_cases": len(train_files), "train_views": len(train["inputs"]),
-             "val_cases": len(val_files), "val_slices": len(val["inputs"])}  # fmt: skip
+             "val_cases": val_cases, "val_slices": len(val["inputs"])}  # fmt: skip
     if not sources:  # the run was already complete: nothing validated in this call
         student = proxy_by_source(decoder_model, student_embeddings(encoder, val["inputs"]), val, per_slice)
         sources = {"teacher": teacher_sources, "student": student}
@@ -167,6 +182,62 @@ def main(argv: list[str] | None = None) -> int:
             "sources": sources_of([p.name for p in cases["train"]]),
             "config": asdict(cfg), "teacher_proxy_val_dice": teacher_dice,
             "student_proxy_val_dice": log[-1].get("val_dice"),
+        }  # fmt: skip
+        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training)
+    return 0
+
+
+def validation_slices(
+    cases: list[Path], cache: Path, teacher: SamSession, per_volume: int
+) -> tuple[dict[str, np.ndarray], int]:
+    """(The validation cases' object slices with the teacher's embeddings, labels, sizes and
+    sources; the number of cases), cached per case."""
+    files = cache_cases(cases, cache, lambda p: val_sample(p, teacher, per_volume), "distill")
+    val = load_arrays(files, ("inputs", "teacher", "labels", "hw"))
+    val["source"] = slice_sources(files)
+    return val, len(files)
+
+
+def evaluate_carry(
+    args: argparse.Namespace,
+    cfg: DistillConfig,
+    cases: dict[str, list[Path]],
+    data: Path,
+    teacher: SamSession,
+) -> int:
+    """``--evaluate CARRY``: a student trained elsewhere, judged on the validation split by the
+    proxy (report) and, with ``--gate`` / ``--probe``, by the app."""
+    state = torch.load(args.evaluate, map_location="cpu", weights_only=False)
+    if state["config"]["student"] != cfg.student:
+        msg = f"distill: {args.evaluate} holds a {state['config']['student']!r} student, not {cfg.student!r}"
+        raise SystemExit(msg)
+    encoder = initial_encoder(cfg.student)
+    load_start(encoder, args.evaluate)
+    val, val_cases = validation_slices(cases["val"], args.cache / "val", teacher, args.val_per_volume)
+    decoder_model, per_slice = base_decoder_model(), cfg.val_objects_per_slice
+    teacher_scores = proxy_scores(decoder_model, val["teacher"], val, per_slice)
+    embeddings = student_embeddings(encoder, val["inputs"])  # (N, 256, 64, 64)
+    student_scores = proxy_scores(decoder_model, embeddings, val, per_slice)
+    teacher_dice, student_dice = mean_or_nan(teacher_scores[0]), mean_or_nan(student_scores[0])
+    sources = {
+        "teacher": by_source(*teacher_scores, val["source"]),
+        "student": by_source(*student_scores, val["source"]),
+    }
+    weights = args.out / f"{cfg.student}_gpu" / ENCODER_FILE
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_fp16(encoder.state_dict()), weights)
+    sizes = {"val_cases": val_cases, "val_slices": len(val["inputs"])}
+    args.report.mkdir(parents=True, exist_ok=True)
+    summary = args.report / "distill.md"
+    write_carry_summary(args.evaluate, state, teacher_dice, student_dice, sizes, summary, sources)
+    print(f"distill: {args.evaluate}: proxy Dice {student_dice:.4f} vs TinyViT {teacher_dice:.4f}; {summary}",
+          file=sys.stderr)  # fmt: skip
+    if args.gate or args.probe:
+        training = {
+            "command": f"python -m train.distill.gpu (carry {args.evaluate})",
+            "data": f"the kit: train rows of {args.split} (masks not used)",
+            "config": state["config"], "steps": state["step"],
+            "teacher_proxy_val_dice": teacher_dice, "student_proxy_val_dice": student_dice,
         }  # fmt: skip
         gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training)
     return 0

@@ -16,12 +16,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from modeling.architectures.sam import BoxSAM, build_architecture
-from modeling.architectures.tiny_vit import ReducedResolution
+from modeling.architectures.sam import BoxSAM
 from modeling.checkpoint import state_fp16, state_fp32
 from modeling.registry import BASE, load_model
 from train.data import Pool, objects_of, valid_masks
 from train.distill.samples import SIZE, content_hw, object_boxes, random_boxes
+from train.distill.student import freeze_batchnorm, freeze_trunk, student_encoder
 from train.loop import Trainee, decode, mean_or_nan, object_dice, resumable_loop, save_atomic
 from train.losses import MASK_DISTILLATION_LOSSES
 
@@ -82,20 +82,8 @@ def run_name(cfg: DistillConfig) -> str:
 
 
 def initial_encoder(student: str) -> torch.nn.Module:
-    """The student's encoder at step 0: the teacher's weights where the architecture keeps them
-    (``ReducedResolution``), else a random initialisation (seeded by the caller)."""
-    encoder = build_architecture(f"student_{student}").image_encoder
-    if isinstance(encoder, ReducedResolution):
-        encoder.load_teacher(base_decoder_model().image_encoder)
-    return encoder
-
-
-def freeze_batchnorm(module: torch.nn.Module) -> None:
-    """Keep BatchNorm layers on their running statistics (the teacher's) while training with
-    batches of 8; their affine weights still train."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
+    """The student's encoder at step 0, from LiteMedSAM's TinyViT (``student_encoder``)."""
+    return student_encoder(student, base_decoder_model().image_encoder)
 
 
 def write_carry(state_path: Path, carry: Path) -> None:
@@ -126,17 +114,6 @@ def load_start(encoder: torch.nn.Module, start: Path) -> int:
     state = torch.load(start, map_location="cpu", weights_only=False)
     encoder.load_state_dict(state_fp32(state["encoder"]), strict=True)
     return int(state["step"])
-
-
-def freeze_trunk(encoder: torch.nn.Module, stages: int) -> int:
-    """Freeze a teacher-at-size student's patch embedding and first ``stages`` stages; the number
-    frozen (0 for other students, which train whole)."""
-    if not isinstance(encoder, ReducedResolution) or stages == 0:
-        return 0
-    for module in (encoder.encoder.patch_embed, *encoder.encoder.layers[:stages]):
-        for p in module.parameters():
-            p.requires_grad_(False)
-    return stages
 
 
 def as_input(inputs: np.ndarray) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -163,3 +164,46 @@ def source_table(sources: dict[str, dict[str, float]] | None) -> list[str]:
         "|---|---|---|---|",
         *(f"| {s} | {teacher[s]:.4f} | {student[s]:.4f} | {student[s] - teacher[s]:+.4f} |" for s in order),
     ]
+
+
+def write_carry_summary(
+    carry: Path,
+    state: dict,
+    teacher_dice: float,
+    student_dice: float,
+    sizes: dict[str, int],
+    path: Path,
+    sources: dict[str, dict[str, float]],
+) -> None:
+    """``reports/students/<student>_gpu/distill.md`` for a carry trained elsewhere (``python -m
+    train.distill.gpu`` on a lent GPU): its settings and held-out curve as it logged them, and
+    the validation proxy computed here."""
+    config = state["config"]
+    gpu, kit = config.get("gpu", {}), config.get("kit", {})
+    curve = [r for r in state["log"] if "holdout_mse" in r]
+    lines = [
+        f"# Distillation on {config.get('device', 'a GPU')}: student `{config['student']}` from TinyViT "
+        "(LiteMedSAM)",
+        "",
+        f"Carry: `{carry}` ({state['step']} steps, batch {config['batch']}), trained by `python -m "
+        f"train.distill.gpu` with {json.dumps(gpu)}; its kit: {kit.get('train_cases', '?')} train-split "
+        f"cases -> {kit.get('grey_views', '?')} grey + {kit.get('colour_views', '?')} colour views, "
+        "each step drawing fresh crops, flips, turns and intensity changes of them, with the teacher's "
+        "embedding of exactly those inputs.",
+        f"Judged here ({time.strftime('%Y-%m-%d')}, {describe()}) on {sizes['val_cases']} val-split cases "
+        f"-> {sizes['val_slices']} slices with objects: validation proxy Dice **{student_dice:.4f}** vs "
+        f"TinyViT's **{teacher_dice:.4f}** (LiteMedSAM's prompt encoder + mask decoder, tight boxes, model "
+        "frame; the gate and probe run the real app).",
+        "",
+        "Its held-out curve (kit views never trained on, unaugmented; embedding MSE to the teacher):",
+        "",
+        "| step | images seen | held-out MSE | seconds |",
+        "|---|---|---|---|",
+        *(
+            f"| {r['step']} | {r['step'] * config['batch']} | {r['holdout_mse']:.5f} | "
+            f"{r.get('seconds', 0.0):.0f} |"
+            for r in curve
+        ),
+        *source_table(sources),
+    ]
+    write_report(path, lines)

@@ -12,9 +12,8 @@ from app.preprocessing import encoder_input
 from app.routing import case_dims, source_tag
 from app.sessions import SamSession
 from train.data import jitter_box, object_box
+from train.distill.student import SIZE
 from train.samples import choose_slices, labels_to_model
-
-SIZE = 256  # the encoder's input side (LiteMedSAM's operating point)
 
 
 @dataclass(frozen=True)
