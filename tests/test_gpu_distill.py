@@ -127,3 +127,38 @@ def test_a_gpu_run_on_the_cpu_writes_a_carry_that_is_judged_here(tmp_path: Path,
         distill_main(
             [*judged[: judged.index("--student")], "--student", "tinyvit_r128d", "--evaluate", str(carry)]
         )
+
+
+def test_travel_slims_the_index_for_the_device_and_restores_it(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    for folder, size in (("weights", 3000), ("checkpoints", 2000), ("app", 10)):
+        (repo / folder).mkdir(parents=True)
+        (repo / folder / "f.bin").write_bytes(b"x" * size)
+    (repo / "train" / "distill").mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "train" / "distill" / "travel.sh", repo / "train" / "distill")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+    def travel(verb: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["sh", "train/distill/travel.sh", verb], cwd=repo, capture_output=True, text=True
+        )
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    before = git("ls-files")
+    slim = travel("slim")
+    script = (repo / "train" / "distill" / "travel.sh").stat().st_size
+    assert slim.returncode == 0 and f"tracked {10 + script} bytes" in slim.stdout  # app/ and the script
+    assert "weights/f.bin" not in git("ls-files")
+    assert "??" not in git("status", "--porcelain", "--untracked-files=all")  # ignored: they do not travel
+    assert (repo / "weights" / "f.bin").is_file()  # nothing on disk is touched
+    assert travel("restore").returncode == 0
+    assert git("ls-files") == before and git("status", "--porcelain") == ""
+    assert "/weights/" not in (repo / ".git" / "info" / "exclude").read_text()
+    assert travel("sideways").returncode == 2

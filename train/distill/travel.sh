@@ -13,12 +13,13 @@ cd "$(git rev-parse --show-toplevel)"
 exclude="$(git rev-parse --git-path info/exclude)"
 case "${1:-}" in
 slim)
+    mkdir -p "$(dirname "$exclude")"
     git rm -r -q --cached weights checkpoints
     printf '/weights/\n/checkpoints/\n' >>"$exclude"
     ;;
 restore)
     git reset -q -- weights checkpoints
-    sed -i '\#^/weights/$#d; \#^/checkpoints/$#d' "$exclude"
+    [ -f "$exclude" ] && sed -i '\#^/weights/$#d; \#^/checkpoints/$#d' "$exclude"
     ;;
 status) ;;
 *)
