@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from app.preprocessing import resized_hw
-from train.distill.gpu import ViewDraw, content_hw, draw, framed, split_holdout, view_of
+from train.distill.frame import content_hw
+from train.distill.gpu import ViewDraw, draw, framed, split_holdout, view_of
+
+
+def extent(view: torch.Tensor) -> tuple[int, int]:
+    """(3, S, S) framed view -> (h, w) of its content (``frame.content_hw``)."""
+    h, w = content_hw(view.numpy()[None])[0]
+    return int(h), int(w)
 
 
 def tiny_corpus(root: Path) -> tuple[Path, Path]:
@@ -38,7 +45,7 @@ def test_framed_puts_the_content_where_the_app_does() -> None:
     out = framed(content)  # (3, 256, 256)
     newh, neww = resized_hw((30, 50), 256)
     assert out.shape == (3, 256, 256)
-    assert content_hw(out) == (newh, neww)
+    assert extent(out) == (newh, neww)
     assert float(out[:, :newh, :neww].min()) == 0.0 and float(out[:, :newh, :neww].max()) == 1.0
     assert not out[:, newh:].any() and not out[:, :, neww:].any()
 
@@ -47,8 +54,8 @@ def test_framed_puts_the_content_where_the_app_does() -> None:
 def test_every_view_is_an_input_the_app_could_give(seed: int) -> None:
     rng = np.random.default_rng(seed)
     image = framed(torch.rand(3, 40, 70) + 0.1)  # a framed view: content (146, 256) at the top left
-    out = view_of(image, content_hw(image), draw(rng, crop_min=0.7))
-    h, w = content_hw(out)
+    out = view_of(image, extent(image), draw(rng, crop_min=0.7))
+    h, w = extent(out)
     assert max(h, w) == 256  # the longest side fills the frame
     assert not out[:, h:].any() and not out[:, :, w:].any()  # padding below and to the right
     assert 0.0 <= float(out.min()) and float(out.max()) == 1.0
@@ -58,8 +65,8 @@ def test_a_quarter_turn_swaps_the_contents_sides_and_a_full_crop_keeps_them() ->
     image = framed(torch.rand(3, 40, 80) + 0.1)  # content (128, 256)
     keep = ViewDraw((1.0, 1.0), (0.0, 0.0), False, False, 0, 1.0, 1.0)
     turn = ViewDraw((1.0, 1.0), (0.0, 0.0), False, False, 1, 1.0, 1.0)
-    assert content_hw(view_of(image, (128, 256), keep)) == (128, 256)
-    assert content_hw(view_of(image, (128, 256), turn)) == (256, 128)
+    assert extent(view_of(image, (128, 256), keep)) == (128, 256)
+    assert extent(view_of(image, (128, 256), turn)) == (256, 128)
     assert torch.allclose(view_of(image, (128, 256), keep), image, atol=1e-5)
 
 

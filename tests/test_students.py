@@ -406,7 +406,8 @@ def test_a_partial_student_gate_refuses_to_replace_a_shipped_students_routes(tmp
 
 def test_random_boxes_lie_inside_the_resized_image_and_are_seeded() -> None:
     from train.data import valid_masks
-    from train.distill.samples import content_hw, random_boxes
+    from train.distill.frame import content_hw
+    from train.distill.samples import random_boxes
 
     inputs = np.zeros((2, 3, 256, 256), np.uint8)
     inputs[0, 1, :100, :256] = 9  # a wide image padded below

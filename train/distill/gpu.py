@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from app.preprocessing import resized_hw
 from modeling.architectures.tiny_vit import TinyViT
 from modeling.checkpoint import state_fp16, state_fp32
-from train.distill.student import SIZE, freeze_batchnorm, freeze_trunk, student_encoder
+from train.distill.frame import SIZE, content_hw
+from train.distill.student import freeze_batchnorm, freeze_trunk, student_encoder
 
 KIT_VIEWS, KIT_TEACHER, KIT_CARD = "views.npz", "teacher_encoder_fp16.pt", "kit.json"  # kit.py writes them
 TEACHER_PRECISIONS = ("fp32", "tf32", "bf16")
@@ -88,17 +89,6 @@ def draw(rng: np.random.Generator, crop_min: float) -> ViewDraw:
         float(rng.uniform(0.7, 1.5)),
         float(rng.uniform(0.8, 1.2)),
     )
-
-
-def content_hw(view: torch.Tensor, smallest: int = 8) -> tuple[int, int]:
-    """(3, S, S) framed view -> (h, w) of its content: the extent of its non-zero pixels (the
-    app pads below and to the right with zeros), at least ``smallest``."""
-    filled = view.amax(dim=0) > 0  # (S, S)
-    rows = torch.nonzero(filled.any(dim=1)).flatten()
-    cols = torch.nonzero(filled.any(dim=0)).flatten()
-    h = int(rows[-1]) + 1 if len(rows) else 0
-    w = int(cols[-1]) + 1 if len(cols) else 0
-    return max(h, smallest), max(w, smallest)
 
 
 def framed(content: torch.Tensor, size: int = SIZE) -> torch.Tensor:
@@ -206,6 +196,22 @@ def holdout_mse(student: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
     return total / target.numel()
 
 
+def train_step(
+    student: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor
+) -> float:
+    """One AdamW step of the student's MSE to ``target`` (B, 256, 64, 64) on inputs ``x`` (B, 3,
+    S, S): bf16 autocast on CUDA, BatchNorm on its running statistics; the loss."""
+    student.train()
+    freeze_batchnorm(student)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        emb = student(x)  # (B, 256, 64, 64)
+    loss = F.mse_loss(emb.float(), target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 def distill_on_device(
     views: torch.Tensor, sources: np.ndarray, teacher: TinyViT, cfg: GpuConfig, device: torch.device
 ) -> tuple[torch.nn.Module, list[dict]]:
@@ -219,7 +225,7 @@ def distill_on_device(
     torch.backends.cudnn.allow_tf32 = cfg.teacher_precision == "tf32"
     student = student_encoder(cfg.student, teacher).to(device)
     freeze_trunk(student, cfg.frozen_stages)
-    hws = np.asarray([content_hw(v) for v in views])  # (N, 2), on the CPU: no GPU sync per view
+    hws = content_hw(views.numpy())  # (N, 2), once on the CPU: no GPU sync per view
     views = views.to(device)
     train_rows, held_rows = split_holdout(len(views), cfg.holdout_share, rng)
     chances = draw_chances(sources[train_rows], cfg.balance)  # (T,) sums to 1
@@ -230,7 +236,6 @@ def distill_on_device(
     ])  # (H, 256, 64, 64)  # fmt: skip
     trainable = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     log = [{"step": 0, "holdout_mse": holdout_mse(student, held_x, held_target, cfg.batch)}]
     budget, t0, step = cfg.minutes * 60.0, time.perf_counter(), 0
     while step < cfg.max_steps and time.perf_counter() - t0 < budget:
@@ -240,16 +245,8 @@ def distill_on_device(
         rows = rng.choice(train_rows, size=cfg.batch, p=chances)
         x = views_batch(views[rows], hws[rows], rng, cfg.crop_min)  # (B, 3, S, S)
         target = teacher_embedding(teacher, x, cfg.teacher_precision)  # (B, 256, 64, 64)
-        student.train()
-        freeze_batchnorm(student)
-        with autocast:
-            emb = student(x)
-        loss = F.mse_loss(emb.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         step += 1
-        row = {"step": step, "train_mse": float(loss.detach()), "lr": lr}
+        row = {"step": step, "train_mse": train_step(student, opt, x, target), "lr": lr}
         if step % cfg.log_every == 0:
             row["holdout_mse"] = holdout_mse(student, held_x, held_target, cfg.batch)
             row["seconds"] = time.perf_counter() - t0

@@ -32,9 +32,10 @@ from app.routing import source_tag
 from common.paths import SPLIT_CSV
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
 from modeling.checkpoint import state_fp16
+from train.distill.frame import SIZE
 from train.distill.gpu import KIT_CARD, KIT_TEACHER, KIT_VIEWS
 from train.distill.loop import base_decoder_model
-from train.distill.samples import SIZE, case_pairs, quantised_input
+from train.distill.samples import case_pairs, quantised_input
 from train.samples import split_paths
 
 # What may travel: the device tool's 64 MiB, less room for the project's own code (~4 MiB).

@@ -20,7 +20,8 @@ from modeling.architectures.sam import BoxSAM
 from modeling.checkpoint import state_fp16, state_fp32
 from modeling.registry import BASE, load_model
 from train.data import Pool, objects_of, valid_masks
-from train.distill.samples import SIZE, content_hw, object_boxes, random_boxes
+from train.distill.frame import SIZE, content_hw
+from train.distill.samples import object_boxes, random_boxes
 from train.distill.student import freeze_batchnorm, freeze_trunk, student_encoder
 from train.loop import Trainee, decode, mean_or_nan, object_dice, resumable_loop, save_atomic
 from train.losses import MASK_DISTILLATION_LOSSES

@@ -12,7 +12,7 @@ from app.preprocessing import encoder_input
 from app.routing import case_dims, source_tag
 from app.sessions import SamSession
 from train.data import jitter_box, object_box
-from train.distill.student import SIZE
+from train.distill.frame import SIZE
 from train.samples import choose_slices, labels_to_model
 
 
@@ -85,17 +85,6 @@ def quantised_input(image: np.ndarray) -> np.ndarray:
     teacher and student see (the quantisation step is 1/255 of the min-max range)."""
     x, _ = encoder_input(image, SIZE)
     return np.clip(x[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def content_hw(inputs: np.ndarray, smallest: int = 8) -> np.ndarray:
-    """Cached uint8 (B, 3, S, S) -> (B, 2) int (h, w) of the resized image in the model frame: the
-    extent of its non-zero pixels (the app pads below and to the right with zeros), at least
-    ``smallest``."""
-    filled = inputs.max(axis=1) > 0  # (B, S, S)
-    rows = [np.flatnonzero(f.any(axis=1)) for f in filled]
-    cols = [np.flatnonzero(f.any(axis=0)) for f in filled]
-    hw = [(r[-1] + 1 if len(r) else 0, c[-1] + 1 if len(c) else 0) for r, c in zip(rows, cols, strict=True)]
-    return np.maximum(np.asarray(hw, dtype=np.int64).reshape(-1, 2), smallest)
 
 
 # Random prompts of the task-aware distillation: each side a log-uniform share of the image's.

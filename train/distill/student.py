@@ -9,8 +9,6 @@ import torch
 from modeling.architectures.sam import build_architecture
 from modeling.architectures.tiny_vit import ReducedResolution, TinyViT
 
-SIZE = 256  # the encoder's input side (LiteMedSAM's operating point): every view's frame
-
 
 def student_encoder(student: str, teacher: TinyViT) -> torch.nn.Module:
     """The student's encoder at step 0: ``teacher``'s weights where the architecture keeps them
