@@ -20,7 +20,6 @@ The kit lives under ``build/`` (ignored: the data's licences keep it out of git)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -28,23 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.routing import source_tag
 from common.paths import SPLIT_CSV
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
-from modeling.checkpoint import state_fp16
+from modeling.checkpoint import sha256_file, state_fp16
 from train.distill.frame import SIZE
 from train.distill.gpu import KIT_CARD, KIT_TEACHER, KIT_VIEWS
 from train.distill.loop import base_decoder_model
-from train.distill.samples import case_pairs, quantised_input
+from train.distill.samples import case_pairs, quantised_input, view_source
 from train.samples import split_paths
 
 # What may travel: the device tool's 64 MiB, less room for the project's own code (~4 MiB).
 KIT_BUDGET_BYTES = 56 * 2**20
-
-
-def view_source(name: str) -> str:
-    """A case file name -> its views' source label ``<dims>Box_<modality>_<source>``."""
-    return "_".join([*name.split("_")[:2], source_tag(name)])
 
 
 def is_grey(view: np.ndarray) -> bool:
@@ -62,13 +55,14 @@ def pack_views(cases: list[Path], per_volume: int) -> dict[str, np.ndarray]:
     with each view's source (``grey_source`` (Ng,), ``colour_source`` (Nc,))."""
     grey, colour, grey_source, colour_source = [], [], [], []
     for i, path in enumerate(cases, start=1):
+        source = view_source(path.name)
         for view in case_inputs(path, per_volume):
             if is_grey(view):
                 grey.append(view[0])
-                grey_source.append(view_source(path.name))
+                grey_source.append(source)
             else:
                 colour.append(view)
-                colour_source.append(view_source(path.name))
+                colour_source.append(source)
         if i % 20 == 0 or i == len(cases):
             print(f"kit: {i}/{len(cases)} cases, {len(grey)} grey + {len(colour)} colour views",
                   file=sys.stderr)  # fmt: skip
@@ -78,10 +72,6 @@ def pack_views(cases: list[Path], per_volume: int) -> dict[str, np.ndarray]:
         "grey_source": np.asarray(grey_source, dtype=str),
         "colour_source": np.asarray(colour_source, dtype=str),
     }
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_kit(
@@ -96,7 +86,7 @@ def write_kit(
     torch.save(state_fp16(teacher_state), tmp_teacher)
     tmp_teacher.replace(out / KIT_TEACHER)
     size = (out / KIT_VIEWS).stat().st_size + (out / KIT_TEACHER).stat().st_size
-    card = {**card, "bytes": size, "teacher_sha256": sha256_of(out / KIT_TEACHER)}
+    card = {**card, "bytes": size, "teacher_sha256": sha256_file(out / KIT_TEACHER)}
     (out / KIT_CARD).write_text(json.dumps(card, indent=2) + "\n")
     return size
 

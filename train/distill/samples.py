@@ -175,12 +175,18 @@ def load_arrays(files: list[Path], keys: tuple[str, ...]) -> dict[str, np.ndarra
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def view_source(name: str) -> str:
+    """A case file name -> its views' source label ``<dims>Box_<modality>_<source>`` (one source
+    tag can hold several modalities: IBSISTS)."""
+    return "_".join([*name.split("_")[:2], source_tag(name)])
+
+
 def slice_sources(files: list[Path]) -> np.ndarray:
     """Every cached slice's source of ``files`` (``<case>.npz``), in :func:`load_arrays` order, as
     ``<dims>Box_<modality>_<source>`` (one source tag can hold several modalities: IBSISTS)."""
     parts = []
     for path in files:
-        name = "_".join([*path.name.split("_")[:2], source_tag(path.name)])
+        name = view_source(path.name)
         with np.load(path) as data:
             parts.append(np.full(len(data["hw"]), name))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=str)
