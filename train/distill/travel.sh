@@ -1,7 +1,7 @@
 #!/bin/sh
 # What the device tool sends for a distillation on a lent GPU: at most 64 MiB of working tree
 # (tracked files, untracked ones git does not ignore, and the paths a call names in `carry`).
-# The tracked tree is ~82 MB, 78 of them weights/ and checkpoints/, which the GPU run never
+# The tracked tree is ~82 MB, 77 of them weights/ and checkpoints/, which the GPU run never
 # reads; the kit (build/gpu_kit, `make gpu-kit`) is up to 56 MiB. So, around the device calls:
 #   sh train/distill/travel.sh slim      # weights/ and checkpoints/ out of the index, ignored
 #   ... device run, carry ["build/gpu_kit"] ...
