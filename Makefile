@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill gpu-kit cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-new-sources clean
+.PHONY: help venv export demo test lint agreement startup batching windows-check overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill gpu-kit cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-decoder-window bench-new-sources clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -21,9 +21,11 @@ help:
 	@echo "make bench-new-sources  the same on sources no model was tuned on (../shared/data/public2)"
 	@echo "make bench-screen  the image screen's effect on speed: BUSI and HC18, with and without it"
 	@echo "make bench-decoder-batch  decoder batches' effect on speed: many-box Microscopy, batched and one box per call"
+	@echo "make bench-decoder-window  decoder windows' effect on speed: many-box Microscopy, with and without"
 	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder slices and decoder boxes per call: does batching pay"
+	@echo "make windows-check  many-box images: label maps with and without decoder windows"
 	@echo "make overlap    3D: the next slice's encode while this slice's objects decode: does it pay"
 	@echo "make graph-forms  encoder and decoder as written vs as exported: time per call, output drift"
 	@echo "make memcheck   peak memory on a 287x512x512 6-box volume and a 1000-box 2D case"
@@ -85,6 +87,9 @@ bench-screen: $(MANIFEST)
 bench-decoder-batch: $(MANIFEST)
 	$(PY) -m evaluation.lever_bench decoder-batch
 
+bench-decoder-window: $(MANIFEST)
+	$(PY) -m evaluation.lever_bench decoder-window
+
 split:
 	$(PY) -m evaluation.split --data $(TRAIN_DATA)
 
@@ -96,6 +101,9 @@ startup: $(MANIFEST)
 
 batching: $(MANIFEST)
 	$(PY) -m evaluation.batching
+
+windows-check: $(MANIFEST)
+	$(PY) -m evaluation.windows_check
 
 overlap: $(MANIFEST)
 	$(PY) -m evaluation.overlap

@@ -29,6 +29,7 @@ from app.sessions import (
     contract_mismatches,
     create_core,
     decoder_batch_from,
+    decoder_window_from,
     default_threads,
     read_manifest,
 )
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="boxes per decoder call where one model serves many boxes of an image; 1: one box per "
         "call (default: $SEG_DECODER_BATCH, else 8)",
     )
+    parser.add_argument(
+        "--decoder-window",
+        default=None,
+        help="where boxes are decoded in batches, upscale each box's logits on a window of this "
+        "many embedding cells per side around it (exact inside; a mask reaching the window's rim "
+        "is decoded whole); 0: never (default: $SEG_DECODER_WINDOW, else 16)",
+    )
     parser.add_argument("--num-shards", type=int, default=None, help="split the folder into N shards")
     parser.add_argument(
         "--shard-index",
@@ -126,10 +134,13 @@ def _check_dirs(input_dir: Path, output_dir: Path) -> str | None:
     return None
 
 
-def warmup(models: Path, cache_arg: Path | None, precision_mode: str, decoder_batch: int = 1) -> int:
+def warmup(
+    models: Path, cache_arg: Path | None, precision_mode: str, decoder_batch: int = 1, window: int = 0
+) -> int:
     """Check every model's IR against the manifest (its rt_info), then compile it once at every
     precision this host would run it at, so later runs load compiled blobs; a model a 2D image
-    can reach also gets its decoder for ``decoder_batch`` boxes per call (many-box images).
+    can reach also gets its decoder for ``decoder_batch`` boxes per call (many-box images), on
+    ``window``-cell windows when that is set.
     Exit 2 when the IR and the manifest disagree."""
     cache = cache_dir_from(cache_arg)
     if cache is None or not os.access(cache, os.W_OK):
@@ -152,7 +163,7 @@ def warmup(models: Path, cache_arg: Path | None, precision_mode: str, decoder_ba
         for precision in sorted(precisions):
             t0 = time.perf_counter()
             session = sessions.get(key, precision)
-            session.compile_all(batch)
+            session.compile_all(batch, window)
             graphs, hits = session.cache_hits()
             print(f"app: {key} ({precision}) in {cache}: {graphs} graphs, {hits} {WARM_HITS}, "
                   f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)  # fmt: skip
@@ -166,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     decoder_batch = _setting(
         parser, "--decoder-batch / SEG_DECODER_BATCH", decoder_batch_from, args.decoder_batch
     )
+    window = _setting(
+        parser, "--decoder-window / SEG_DECODER_WINDOW", decoder_window_from, args.decoder_window
+    )
     if args.warmup:
-        return warmup(args.models, args.cache_dir, precision_mode, decoder_batch)
+        return warmup(args.models, args.cache_dir, precision_mode, decoder_batch, window)
     if args.input is None or args.output is None:
         parser.error("-i/--input and -o/--output are required")
     level = (
@@ -192,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         core = create_core(cache_dir_from(args.cache_dir))
-        sessions = SessionCache(core, args.models, default_threads(), precision_mode, decoder_batch)
+        sessions = SessionCache(core, args.models, default_threads(), precision_mode, decoder_batch, window)
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2

@@ -11,6 +11,7 @@ from app.postprocessing import logits_to_mask, paint
 from app.preprocessing import box_to_model, clip_box_2d, encoder_input
 from app.result import OnStep, Segmentation
 from app.sessions import DECODER_BATCH, ChooseDecoder, Session
+from app.windows import WINDOW, full_logits, rim_positive, window_corner
 
 # A decoder batches only when it serves at least this many boxes of one image: the batched graph
 # is a graph of its own to load (0.14-0.15 s from the cache on that AMD EPYC, an ad hoc timing:
@@ -78,7 +79,7 @@ def by_decoder(plans: list[BoxPlan]) -> list[list[BoxPlan]]:
     return list(groups.values())
 
 
-def decode_group(
+def decode_whole(
     group: list[BoxPlan], embedding: np.ndarray, batch: int
 ) -> Iterator[tuple[BoxPlan, np.ndarray]]:
     """Each plan of ``group`` (one decoder) with its (256, 256) logits on ``embedding``, as they
@@ -96,6 +97,35 @@ def decode_group(
         yield from zip(chunk, logits, strict=True)
 
 
+def decode_group(
+    group: list[BoxPlan], embedding: np.ndarray, resized: tuple[int, int], batch: int, window: int = WINDOW
+) -> Iterator[tuple[BoxPlan, np.ndarray]]:
+    """Each plan of ``group`` (one decoder) with its (256, 256) logits on ``embedding``, as they
+    come. A group that batches (at least BATCHED_FROM boxes, ``batch`` > 1) decodes each box that
+    fits a ``window``-cell window on it (``app/windows.py``), ``batch`` per call, and keeps those
+    logits where the window is closed; every other box, and every box of a smaller group, is
+    decoded whole (``decode_whole``)."""
+    if batch < 2 or len(group) < BATCHED_FROM or not window:
+        yield from decode_whole(group, embedding, batch)
+        return
+    placed = [(plan, window_corner(plan.box_model, window)) for plan in group]
+    fits = [(plan, corner) for plan, corner in placed if corner is not None]
+    whole = [plan for plan, corner in placed if corner is None]
+    decoder = group[0].decoder
+    for start in range(0, len(fits), batch):
+        chunk = fits[start : start + batch]
+        boxes_model = np.stack([plan.box_model for plan, _ in chunk])  # (k <= batch, 4)
+        corners = [corner for _, corner in chunk]
+        logits = decoder.decode_windows(embedding, boxes_model, corners, batch, window)  # (k, W*4, W*4)
+        for (plan, corner), window_logits in zip(chunk, logits, strict=True):
+            if rim_positive(window_logits, corner, resized):
+                whole.append(plan)  # the mask may go on beyond the window
+            else:
+                yield plan, full_logits(window_logits, corner)
+    if whole:
+        yield from decode_whole(whole, embedding, batch)
+
+
 def segment_image(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -103,13 +133,15 @@ def segment_image(
     choose: ChooseDecoder | None = None,
     batch: int = DECODER_BATCH,
     on_step: OnStep | None = None,
+    window: int = WINDOW,
 ) -> Segmentation:
     """(H, W, 3) uint8 image, (N, 4) XYXY boxes -> (H, W) uint16 labels (box i -> label i+1).
 
     ``session`` encodes; ``choose`` picks the decoder per box from ``session``'s embedding (a
     decoder over another encoder decodes that encoder's embedding). Boxes entirely outside the
     image are skipped (their label stays absent). A decoder serving many boxes decodes ``batch``
-    per call (``decode_group``); the labels do not depend on the order boxes are painted in.
+    per call (``decode_group``), on ``window``-cell windows where that is exact enough (0: never);
+    the labels do not depend on the order boxes are painted in.
     ``on_step(done, total)`` follows the boxes decoded.
     """
     original_hw = image.shape[:2]
@@ -121,7 +153,7 @@ def segment_image(
     plans = plan_boxes(boxes, original_hw, session, embeddings.of(session), resized, choose)
     done = 0
     for group in by_decoder(plans):
-        for plan, logits in decode_group(group, embeddings.of(group[0].decoder), batch):
+        for plan, logits in decode_group(group, embeddings.of(group[0].decoder), resized, batch, window):
             paint(labels, logits_to_mask(logits, resized, original_hw), plan.label)
             done += 1
             if on_step is not None:

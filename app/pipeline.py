@@ -139,7 +139,10 @@ def predict_case(
     else:
         progress = Progress(case.name, "boxes")
         batch = sessions.decoder_batch
-        result = segment_image(case.image, case.boxes, session, choose=router, batch=batch, on_step=progress)
+        window = sessions.decoder_window
+        result = segment_image(
+            case.image, case.boxes, session, choose=router, batch=batch, on_step=progress, window=window
+        )
     log.debug("%s: %d encodes, %d decodes, cache peak %d embeddings", case.name, result.encodes,
               result.decodes, result.cache_peak)  # fmt: skip
     if router is not None:

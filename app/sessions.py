@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 import openvino.properties as props
 import openvino.properties.hint as hints
 
@@ -34,6 +35,7 @@ from app.precision import (
 )
 from app.routing import DEFAULT_MODEL_KEY, routes_from_rows
 from app.screen import Screen, load_screen
+from app.windows import CELL, GRID, WINDOW, Corner
 
 MANIFEST_NAME = "manifest.json"
 
@@ -172,6 +174,10 @@ class Session(Protocol):
 
     def decode_many(self, embedding: np.ndarray, boxes_model: np.ndarray, batch: int) -> np.ndarray: ...
 
+    def decode_windows(
+        self, embedding: np.ndarray, boxes_model: np.ndarray, corners: list[Corner], batch: int, window: int
+    ) -> np.ndarray: ...
+
 
 # (1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session whose decoder
 # segments that box (app/novelty.py's BoxRouter; None: always the encoding session). A chosen
@@ -187,6 +193,12 @@ def same_frame(a: Session, b: Session) -> None:
         raise ValueError(msg)
 
 
+def padded(rows: np.ndarray, size: int) -> np.ndarray:
+    """(k, ...) rows, 0 < k <= ``size`` -> (size, ...): the spare places repeat the last row (the
+    last call of a batched graph)."""
+    return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
+
+
 class SamSession:
     """Encoder + decoder of one model key, each compiled on its first call (a router's fallback
     over the specialist's own encoder decodes the specialist's embedding and never compiles an
@@ -196,7 +208,7 @@ class SamSession:
     def __init__(
         self,
         entry: ModelEntry,
-        compile_graph: Callable[[Path, int], ov.CompiledModel],
+        compile_graph: Callable[[Path, int, int], ov.CompiledModel],
         precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.entry = entry
@@ -206,7 +218,7 @@ class SamSession:
         self.encoder_id = f"{entry.encoder_xml.as_posix()}@{precision}"
         self._compile_graph = compile_graph
         self._encoder: ov.CompiledModel | None = None
-        self._decoders: dict[int, ov.CompiledModel] = {}  # boxes per call -> the decoder graph
+        self._decoders: dict[tuple[int, int], ov.CompiledModel] = {}  # (boxes per call, window) -> graph
         self.encoder_calls = 0
 
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -234,36 +246,61 @@ class SamSession:
         out = np.empty((len(boxes), self.input_size, self.input_size), dtype=np.float32)  # (K, 256, 256)
         for start in range(0, len(boxes), batch):
             chunk = boxes[start : start + batch]  # (k <= batch, 4)
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
-            logits = decoder({"image_embeddings": embedding, "boxes": padded})[0]  # (batch, 1, 256, 256)
+            logits = decoder({"image_embeddings": embedding, "boxes": padded(chunk, batch)})[
+                0
+            ]  # (batch, 1, 256, 256)
             out[start : start + len(chunk)] = logits[: len(chunk), 0]  # a copy: never aliased
         return out
 
     def compile_encoder(self) -> ov.CompiledModel:
         """The encoder's compiled graph, compiled (or loaded from the cache) on the first call."""
         if self._encoder is None:
-            self._encoder = self._compile_graph(self.entry.encoder_xml, 1)
+            self._encoder = self._compile_graph(self.entry.encoder_xml, 1, 0)
         return self._encoder
 
-    def compile_decoder(self, boxes: int = 1) -> ov.CompiledModel:
-        """The decoder's compiled graph for ``boxes`` boxes per call (the IR as shipped: 1),
-        compiled (or loaded from the cache) on the first call."""
-        if boxes not in self._decoders:
-            self._decoders[boxes] = self._compile_graph(self.entry.decoder_xml, boxes)
-        return self._decoders[boxes]
+    def decode_windows(
+        self, embedding: np.ndarray, boxes_model: np.ndarray, corners: list[Corner], batch: int, window: int
+    ) -> np.ndarray:
+        """(1, 256, 64, 64) embedding, (K, 4) model-frame XYXY boxes and each box's window corner
+        (``app/windows.py``) -> (K, window*CELL, window*CELL) float32 logits, each the box's
+        ``decode`` logits on its window (bit for bit where the graph runs alike), ``batch`` boxes
+        per call (the last call's spare places repeat its last box)."""
+        boxes = np.asarray(boxes_model, dtype=np.float32).reshape(-1, 4)  # (K, 4)
+        cells = np.asarray(corners, dtype=np.int64).reshape(-1, 2)  # (K, 2) (row, col)
+        decoder = self.compile_decoder(batch, window)
+        side = window * CELL
+        out = np.empty((len(boxes), side, side), dtype=np.float32)  # (K, W*CELL, W*CELL)
+        for start in range(0, len(boxes), batch):
+            chunk = slice(start, min(start + batch, len(boxes)))
+            feeds = {
+                "image_embeddings": embedding,
+                "boxes": padded(boxes[chunk], batch),
+                "window_corners": padded(cells[chunk], batch),
+            }
+            out[chunk] = decoder(feeds)[0][: chunk.stop - start, 0]  # a copy: never aliased
+        return out
+
+    def compile_decoder(self, boxes: int = 1, window: int = 0) -> ov.CompiledModel:
+        """The decoder's compiled graph for ``boxes`` boxes per call (the IR as shipped: 1), on
+        ``window``-cell windows (0: the whole frame), compiled (or loaded from the cache) on the
+        first call."""
+        if (boxes, window) not in self._decoders:
+            self._decoders[(boxes, window)] = self._compile_graph(self.entry.decoder_xml, boxes, window)
+        return self._decoders[(boxes, window)]
 
     def cache_hits(self) -> tuple[int, int]:
         """(graphs compiled so far, how many of them OpenVINO loaded from the compiled-model cache)."""
         graphs = ([] if self._encoder is None else [self._encoder]) + list(self._decoders.values())
         return len(graphs), sum(bool(g.get_property(props.loaded_from_cache)) for g in graphs)
 
-    def compile_all(self, decoder_batch: int = 1) -> None:
+    def compile_all(self, decoder_batch: int = 1, window: int = 0) -> None:
         """Compile both graphs now (a warm-up, or a worker that serves many cases), and the
-        decoder for ``decoder_batch`` boxes per call when that is more than 1."""
+        decoder for ``decoder_batch`` boxes per call when that is more than 1: on ``window``-cell
+        windows when ``window`` is set (what a many-box image mostly runs), else whole."""
         self.compile_encoder()
         self.compile_decoder()
         if decoder_batch > 1:
-            self.compile_decoder(decoder_batch)
+            self.compile_decoder(decoder_batch, window)
 
 
 class SessionCache:
@@ -276,9 +313,11 @@ class SessionCache:
         threads: int | None = None,
         precision_mode: str = DEFAULT_MODE,
         decoder_batch: int = DECODER_BATCH,
+        decoder_window: int = WINDOW,
     ) -> None:
         self._core = core
         self.decoder_batch = decoder_batch  # boxes per decoder call on many-box images (1: off)
+        self.decoder_window = decoder_window  # cells per window side on many-box images (0: off)
         self._entries = read_manifest(models_dir)
         self.routes = read_routes(models_dir)
         missing = sorted(set(self.routes.values()) - set(self._entries))
@@ -289,7 +328,7 @@ class SessionCache:
         self.precision_mode = precision_mode
         self._native: set[str] | None = None  # the host's native precisions, asked on first need
         self._threads = threads
-        self._compiled: dict[tuple[Path, str], ov.CompiledModel] = {}  # shared graphs compile once
+        self._compiled: dict[tuple[Path, int, int, str], ov.CompiledModel] = {}  # shared graphs compile once
         self.compiles = 0  # graphs compiled by this cache (a cohort worker checks: once each)
         self._sessions: dict[tuple[str, str], SamSession] = {}
         self._references: dict[str, Reference | None] = {}
@@ -338,15 +377,19 @@ class SessionCache:
             self._screens[key] = None if path is None else load_screen(path)
         return self._screens[key]
 
-    def _compile(self, xml: Path, boxes: int, precision: str) -> ov.CompiledModel:
+    def _compile(self, xml: Path, boxes: int, window: int, precision: str) -> ov.CompiledModel:
         """``xml`` compiled at ``precision``; a decoder with ``boxes`` > 1 is first reshaped to
-        take that many boxes per call (the shipped IR takes 1)."""
-        if (xml, boxes, precision) not in self._compiled:
-            graph = xml if boxes == 1 else decoder_for_boxes(self._core, xml, boxes)
+        take that many boxes per call (the shipped IR takes 1), and one with ``window`` > 0 made
+        to upscale ``window``-cell windows only."""
+        if (xml, boxes, window, precision) not in self._compiled:
+            if window:
+                graph: Path | ov.Model = decoder_for_windows(self._core, xml, boxes, window)
+            else:
+                graph = xml if boxes == 1 else decoder_for_boxes(self._core, xml, boxes)
             config = compile_config(self._threads, precision) | cache_mode(graph, precision)
-            self._compiled[(xml, boxes, precision)] = compile_with_retry(self._core, graph, config)
+            self._compiled[(xml, boxes, window, precision)] = compile_with_retry(self._core, graph, config)
             self.compiles += 1
-        return self._compiled[(xml, boxes, precision)]
+        return self._compiled[(xml, boxes, window, precision)]
 
 
 # Processes sharing one compiled-model cache folder (cohort workers, shards, parallel containers
@@ -390,6 +433,56 @@ def decoder_for_boxes(core: ov.Core, xml: Path, boxes: int) -> ov.Model:
     return model
 
 
+def decoder_for_windows(core: ov.Core, xml: Path, boxes: int, window: int) -> ov.Model:
+    """The decoder IR at ``xml`` for ``boxes`` boxes per call whose upscaling runs on one
+    ``window`` x ``window``-cell window per box: a new input ``window_corners`` (boxes, 2) int64,
+    each box's (row, col) top-left cell; the output is (boxes, 1, window*CELL, window*CELL).
+
+    The upscaling's input, (boxes, C, GRID, GRID), is gathered to the windows' cells just before
+    its first transposed convolution; nothing else changes (``app/windows.py``: why the logits
+    are the whole decoder's there). ValueError for a decoder without that upscaling."""
+    model = decoder_for_boxes(core, xml, boxes)
+    upscale = next(
+        (op for op in model.get_ordered_ops() if op.get_type_name() == "ConvolutionBackpropData"), None
+    )
+    if upscale is None:
+        msg = (
+            f"{xml}: no transposed convolution to start the upscaling at: this decoder cannot decode windows"
+        )
+        raise ValueError(msg)
+    features = upscale.input_value(0)  # (B, C, GRID, GRID)
+    shape = features.get_partial_shape()
+    if shape.is_dynamic or list(shape.to_shape())[2:] != [GRID, GRID]:
+        msg = f"{xml}: the upscaling starts from {shape}, not a {GRID}x{GRID} grid"
+        raise ValueError(msg)
+    channels = shape.to_shape()[1]
+    corners = ops.parameter([boxes, 2], ov.Type.i64, name="window_corners")
+    corners.output(0).get_tensor().set_names({"window_corners"})
+    steps = ops.constant(np.arange(window, dtype=np.int64))  # (W,)
+
+    def axis(i: int) -> ov.Node:  # (B, W): the window's cells along axis i (0: rows, 1: columns)
+        start = ops.gather(corners, ops.constant(np.array([i], dtype=np.int64)), ops.constant(np.int64(1)))
+        return ops.add(start, steps)
+
+    rows, cols = (
+        ops.unsqueeze(axis(0), ops.constant(np.int64(2))),
+        ops.unsqueeze(axis(1), ops.constant(np.int64(1))),
+    )
+    cells = ops.add(ops.multiply(rows, ops.constant(np.int64(GRID))), cols)  # (B, W, W): flat cell index
+    flat_cells = ops.reshape(cells, ops.constant(np.array([boxes, window * window], dtype=np.int64)), False)
+    flat = ops.reshape(
+        features, ops.constant(np.array([boxes, channels, GRID * GRID], dtype=np.int64)), False
+    )
+    picked = ops.gather(flat, flat_cells, ops.constant(np.int64(2)), batch_dims=1)  # (B, C, W*W)
+    windows = ops.reshape(
+        picked, ops.constant(np.array([boxes, channels, window, window], dtype=np.int64)), False
+    )
+    upscale.input(0).replace_source_output(windows.output(0))
+    model.add_parameters([corners])
+    model.validate_nodes_and_infer_types()
+    return model
+
+
 def compile_with_retry(core: ov.Core, graph: Path | ov.Model, config: dict[Any, Any]) -> ov.CompiledModel:
     """``core.compile_model`` of ``graph`` (an IR path, or a model read from one) under its cache
     folder's lock, tried again when it raises (a cache-write race); the last attempt's error
@@ -415,6 +508,20 @@ def decoder_batch_from(arg: str | None) -> int:
     if not 1 <= value <= MAX_DECODER_BATCH:
         msg = f"the decoder batch must be a whole number 1..{MAX_DECODER_BATCH} (1: one box per call), "
         msg += f"got {raw!r}"
+        raise ValueError(msg)
+    return value
+
+
+def decoder_window_from(arg: str | None) -> int:
+    """Cells per window side on many-box images: ``arg``, else ``$SEG_DECODER_WINDOW``, else
+    WINDOW; 0 turns windows off. ValueError unless 0 or a whole number 1..GRID."""
+    raw = str(arg) if arg is not None else os.environ.get("SEG_DECODER_WINDOW", str(WINDOW))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= GRID:
+        msg = f"the decoder window must be a whole number of cells 0..{GRID} (0: off), got {raw!r}"
         raise ValueError(msg)
     return value
 

@@ -190,13 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=7, help="timed rounds (each: every input once per form)"
     )
+    parser.add_argument(
+        "--images", type=int, default=3, help="probe images used, 1..3 (fewer: a quicker smoke run)"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/graph_forms.md"))
     args = parser.parse_args(argv)
+    if not 1 <= args.images <= 3:
+        parser.error(f"--images must be 1..3, got {args.images}")
     threads = default_threads()
     read_manifest(args.models)[args.key]  # the key must be exported (a clear error otherwise)
     spec = get_spec(args.key)
     model = load_model(spec).eval()
     images, boxes = parity_inputs(spec.input_size)  # (3, 3, S, S), (3, 4)
+    images = images[: args.images]  # (I, 3, S, S)
     with tempfile.TemporaryDirectory() as tmp:
         encoder_lines, shipped_encoder = encoder_table(model, images, Path(tmp), threads, args.repeats)
         pairs = probe_prompts(shipped_encoder, images, boxes)

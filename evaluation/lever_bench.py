@@ -1,4 +1,5 @@
-"""``make bench-screen``, ``make bench-decoder-batch``: one speed lever, on and off, per case.
+"""``make bench-screen``, ``make bench-decoder-batch``, ``make bench-decoder-window``: one speed
+lever, on and off, per case.
 
 For each case set of a lever (``LEVERS``), ``make bench``'s protocol (``evaluation/bench.py``:
 one fresh process per case, app and baseline alternating) runs twice: the shipped product (the
@@ -103,6 +104,31 @@ LEVERS: dict[str, Lever] = {
             ),
         ),
         off_env={"SEG_DECODER_BATCH": "1"},
+    ),
+    "decoder-window": Lever(
+        "Decoder windows and per-case speed",
+        Path("reports/bench/decoder_window"),
+        "windows",
+        "whole",
+        "the same models with `SEG_DECODER_WINDOW=0` (every box's logits upscaled on the whole frame: "
+        "the product before decoder windows, batches kept)",
+        (
+            CaseSet(
+                "microscopy",
+                DATA_ROOTS["public"],
+                "Microscopy 2D",
+                5,
+                "Microscopy, 92-132 boxes an image (the first 5 of ../shared/data/public)",
+            ),
+            CaseSet(
+                "axondeepseg",
+                DATA_ROOTS["public2"],
+                "Microscopy 2D",
+                3,
+                "AxonDeepSegSEM, 346-1265 boxes an image (a source no model was tuned on)",
+            ),
+        ),
+        off_env={"SEG_DECODER_WINDOW": "0"},
     ),
 }
 

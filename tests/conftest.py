@@ -29,6 +29,7 @@ class FakeSession:
         self.encoded_means: Counter[float] = Counter()
         self.decoded_boxes: list[np.ndarray] = []
         self.batched_calls: list[int] = []  # boxes per decode_many call
+        self.window_calls: list[int] = []  # boxes per decode_windows call
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         self.encoder_calls += images.shape[0]
@@ -50,6 +51,20 @@ class FakeSession:
         assert len(boxes_model) <= batch, "decode_many was given more boxes than its batch"
         self.batched_calls.append(len(boxes_model))
         return np.stack([self.decode(embedding, box) for box in boxes_model])
+
+    def decode_windows(
+        self, embedding: np.ndarray, boxes_model: np.ndarray, corners: list, batch: int, window: int
+    ) -> np.ndarray:
+        """Each box's ``decode`` logits on its window (what the window graph computes)."""
+        assert len(boxes_model) <= batch, "decode_windows was given more boxes than its batch"
+        self.window_calls.append(len(boxes_model))
+        side = 4 * window
+        return np.stack(
+            [
+                self.decode(embedding, box)[4 * r : 4 * r + side, 4 * c : 4 * c + side]
+                for box, (r, c) in zip(boxes_model, corners, strict=True)
+            ]
+        )
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_segment_image_batches_a_decoder_only_from_batched_from_boxes(n: int, ca
     assert BATCHED_FROM == 48  # the calls listed above assume it
     session = FakeSession()
     boxes = spread_boxes(n, 512, seed=5)
-    out = segment_image(np.zeros((512, 512, 3), np.uint8), boxes, session, batch=8)
+    out = segment_image(np.zeros((512, 512, 3), np.uint8), boxes, session, batch=8, window=0)
     assert session.batched_calls == calls
     assert len(session.decoded_boxes) == n
     unbatched = segment_image(np.zeros((512, 512, 3), np.uint8), boxes, FakeSession(), batch=1)
@@ -117,7 +117,8 @@ def test_each_decoder_of_a_routed_image_batches_on_its_own_count() -> None:
         def choose(embedding: np.ndarray, box_model: np.ndarray, resized: tuple[int, int]) -> FakeSession:
             return general if box_model[0] >= 200 else specialist
 
-        return segment_image(image, boxes, specialist, choose=choose, batch=batch).labels, specialist, general
+        out = segment_image(image, boxes, specialist, choose=choose, batch=batch, window=0)
+        return out.labels, specialist, general
 
     labels, specialist, general = run(8)
     assert specialist.batched_calls == [8] * 6 + [1] and general.batched_calls == []

@@ -221,7 +221,10 @@ def test_graph_forms_time_every_form_and_bound_their_drift(tmp_path, models_dir)
     from evaluation import graph_forms
 
     out = tmp_path / "forms.md"
-    assert graph_forms.main(["--models", str(models_dir), "--repeats", "1", "--out", str(out)]) == 0
+    assert (
+        graph_forms.main(["--models", str(models_dir), "--repeats", "1", "--images", "1", "--out", str(out)])
+        == 0
+    )
     lines = out.read_text().splitlines()
     tables = {}
     for graph, forms, rule in (

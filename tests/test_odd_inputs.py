@@ -20,6 +20,7 @@ class FakeSessions:
         self.keys_asked: list[str] = []
         self.routes: dict[tuple[int, str], str] = {}  # every case to the default model
         self.decoder_batch = 8  # the app's default: the 300-box row decodes in batches
+        self.decoder_window = 16  # the app's default: on windows where its boxes fit
 
     def precision_for(self, dims: int, modality: str | None) -> str:
         return "f32"
