@@ -54,6 +54,24 @@ class Lever:
     off_models: Callable[[Path, Path], Path] | None = None
 
 
+# The many-box images both decoder levers act on (the decoder's share of a case grows with its boxes).
+MANY_BOX_SETS = (
+    CaseSet(
+        "microscopy",
+        DATA_ROOTS["public"],
+        "Microscopy 2D",
+        5,
+        "Microscopy, 92-132 boxes an image (the first 5 of ../shared/data/public)",
+    ),
+    CaseSet(
+        "axondeepseg",
+        DATA_ROOTS["public2"],
+        "Microscopy 2D",
+        3,
+        "AxonDeepSegSEM, 346-1265 boxes an image (a source no model was tuned on)",
+    ),
+)
+
 LEVERS: dict[str, Lever] = {
     "screen": Lever(
         "The image screen and per-case speed",
@@ -87,22 +105,7 @@ LEVERS: dict[str, Lever] = {
         "one box per call",
         "the same models with `SEG_DECODER_BATCH=1` (every box a decoder call of its own: the product "
         "before decoder batches)",
-        (
-            CaseSet(
-                "microscopy",
-                DATA_ROOTS["public"],
-                "Microscopy 2D",
-                5,
-                "Microscopy, 92-132 boxes an image (the first 5 of ../shared/data/public)",
-            ),
-            CaseSet(
-                "axondeepseg",
-                DATA_ROOTS["public2"],
-                "Microscopy 2D",
-                3,
-                "AxonDeepSegSEM, 346-1265 boxes an image (a source no model was tuned on)",
-            ),
-        ),
+        MANY_BOX_SETS,
         off_env={"SEG_DECODER_BATCH": "1"},
     ),
     "decoder-window": Lever(
@@ -112,22 +115,7 @@ LEVERS: dict[str, Lever] = {
         "whole",
         "the same models with `SEG_DECODER_WINDOW=0` (every box's logits upscaled on the whole frame: "
         "the product before decoder windows, batches kept)",
-        (
-            CaseSet(
-                "microscopy",
-                DATA_ROOTS["public"],
-                "Microscopy 2D",
-                5,
-                "Microscopy, 92-132 boxes an image (the first 5 of ../shared/data/public)",
-            ),
-            CaseSet(
-                "axondeepseg",
-                DATA_ROOTS["public2"],
-                "Microscopy 2D",
-                3,
-                "AxonDeepSegSEM, 346-1265 boxes an image (a source no model was tuned on)",
-            ),
-        ),
+        MANY_BOX_SETS,
         off_env={"SEG_DECODER_WINDOW": "0"},
     ),
 }

@@ -26,6 +26,9 @@ from evaluation.agreement import build_difference
 from evaluation.runner import link_cases, run_cli
 
 SETTINGS = {"whole": "0", "windows": str(WINDOW)}  # run name -> --decoder-window
+# The check fails (exit 1) when a case's two label maps agree less than this (mean per-label Dice):
+# windows may drop a far blob of a mask (app/windows.py), never reshape a mask near its box.
+MIN_DICE = 0.999
 
 
 def many_box_cases(data: Path) -> list[str]:
@@ -104,12 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *source_table(rows),
         "",
-        f"Wall seconds of the two runs (one process each, all cases; a sign only, `make bench` times cases): "
-        f"whole {seconds['whole']:.1f} s, windows {seconds['windows']:.1f} s.",
+        f"The check passes when every case's label maps agree at a mean per-label Dice >= {MIN_DICE}.",
+        "",
+        (
+            "Not run here (`--skip-run`): the outputs already in the work folder were compared."
+            if args.skip_run
+            else "Wall seconds of the two runs (one process each, all cases; a sign only, `make bench` "
+            f"times cases): whole {seconds['whole']:.1f} s, windows {seconds['windows']:.1f} s."
+        ),
     ]
     (args.out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0 if all(bool(r["identical"]) for r in rows) else 1
+    return 0 if min(float(r["dice"]) for r in rows) >= MIN_DICE else 1
 
 
 if __name__ == "__main__":

@@ -4,13 +4,17 @@ whole, and a many-box image gets the labels it gets without windows."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from app.infer_2d import BATCHED_FROM, segment_image
 from app.sessions import DECODER_BATCH, decoder_window_from
 from app.windows import CELL, GRID, OUTSIDE, WINDOW, full_logits, rim_positive, window_corner
-from tests.conftest import FakeSession
+from tests.conftest import ROOT, FakeSession
 from tests.test_decoder_batch import disks_image, spread_boxes
 
 
@@ -96,9 +100,7 @@ def test_windows_serve_the_boxes_that_fit_and_whole_decodes_the_rest() -> None:
     session = FakeSession()
     out = segment_image(np.zeros((512, 512, 3), np.uint8), np.concatenate([small, large]), session, batch=8)
     assert session.window_calls == [8] * 6 and session.batched_calls == []
-    assert (
-        len(session.decoded_boxes) == BATCHED_FROM + 2
-    )  # each box once: on its window, or the 2 large whole
+    assert len(session.decoded_boxes) == BATCHED_FROM + 2  # each box once: on a window, or whole
     whole = segment_image(
         np.zeros((512, 512, 3), np.uint8), np.concatenate([small, large]), FakeSession(), batch=8, window=0
     )
@@ -131,3 +133,28 @@ def test_the_decoder_window_setting(monkeypatch) -> None:
     for bad in ("-1", "65", "x", "1.5"):
         with pytest.raises(ValueError, match="decoder window"):
             decoder_window_from(bad)
+
+
+def test_a_bad_decoder_window_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    argv = [sys.executable, "-m", "app", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    proc = subprocess.run(
+        [*argv, "--decoder-window", "65"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert "--decoder-window / SEG_DECODER_WINDOW" in proc.stderr and "got '65'" in proc.stderr
+
+
+def test_a_warmup_with_windows_compiles_the_window_graph_in_place_of_the_whole_batched_one(
+    models_dir,
+) -> None:
+    from app.sessions import SessionCache, create_core
+
+    session = SessionCache(create_core(None), models_dir).get("lite_medsam")
+    session.compile_all(DECODER_BATCH, WINDOW)
+    graphs, _ = session.cache_hits()
+    assert graphs == 3  # encoder, decoder, the window graph
+    decoder = session.compile_decoder(DECODER_BATCH, WINDOW)
+    assert [list(o.get_partial_shape().to_shape()) for o in decoder.outputs] == [
+        [DECODER_BATCH, 1, WINDOW * CELL, WINDOW * CELL]
+    ]
