@@ -11,7 +11,7 @@ from app.postprocessing import logits_to_mask, paint
 from app.preprocessing import box_to_model, clip_box_2d, encoder_input
 from app.result import OnStep, Segmentation
 from app.sessions import DECODER_BATCH, ChooseDecoder, Session
-from app.windows import WINDOW, full_logits, rim_positive, window_corner
+from app.windows import CELL, GRID, WINDOW, full_logits, rim_positive, window_corner
 
 # A decoder batches only when it serves at least this many boxes of one image: the batched graph
 # is a graph of its own to load (0.14-0.15 s from the cache on that AMD EPYC, an ad hoc timing:
@@ -105,13 +105,13 @@ def decode_group(
     fits a ``window``-cell window on it (``app/windows.py``), ``batch`` per call, and keeps those
     logits where the window is closed; every other box, and every box of a smaller group, is
     decoded whole (``decode_whole``)."""
-    if batch < 2 or len(group) < BATCHED_FROM or not window:
-        yield from decode_whole(group, embedding, batch)
+    decoder = group[0].decoder
+    if batch < 2 or len(group) < BATCHED_FROM or not window or decoder.input_size != GRID * CELL:
+        yield from decode_whole(group, embedding, batch)  # windows are laid out on a 256 frame
         return
     placed = [(plan, window_corner(plan.box_model, window)) for plan in group]
     fits = [(plan, corner) for plan, corner in placed if corner is not None]
     whole = [plan for plan, corner in placed if corner is None]
-    decoder = group[0].decoder
     for start in range(0, len(fits), batch):
         chunk = fits[start : start + batch]
         boxes_model = np.stack([plan.box_model for plan, _ in chunk])  # (k <= batch, 4)
