@@ -11,16 +11,16 @@ them, so they are a sign, not a benchmark: ``make bench`` times cases).
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
 
 from app.infer_2d import BATCHED_FROM
+from app.routing import source_tag
 from app.windows import MARGIN, WINDOW
 from common.machine import describe
-from common.paths import BUILD, PUBLIC, PUBLIC2, SPLIT_CSV
+from common.paths import BUILD, PUBLIC, PUBLIC2
 from common.reports import write_csv
 from evaluation.agreement import build_difference
 from evaluation.runner import link_cases, run_cli
@@ -39,14 +39,6 @@ def many_box_cases(data: Path) -> list[str]:
             if len(case["boxes"]) >= BATCHED_FROM:
                 names.append(path.name)
     return names
-
-
-def case_sources(split_csv: Path) -> dict[str, str]:
-    """Case name -> its source, from the split table (a case it lacks: 'unknown')."""
-    if not split_csv.is_file():
-        return {}
-    with split_csv.open() as f:
-        return {row["case"]: row["source"] for row in csv.DictReader(f)}
 
 
 def source_table(rows: list[dict[str, object]]) -> list[str]:
@@ -70,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/windows"))
     parser.add_argument("--skip-run", action="store_true", help="compare the outputs already in --work")
     args = parser.parse_args(argv)
-    sources = case_sources(SPLIT_CSV)
     rows: list[dict[str, object]] = []
     seconds = dict.fromkeys(SETTINGS, 0.0)
     for data in [d for d in args.data if d.is_dir()]:
@@ -78,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             continue
         inputs = link_cases(names, data, args.work / "in" / data.name)
-        for run, window in SETTINGS.items() if not args.skip_run else ():
+        for run, window in ({} if args.skip_run else SETTINGS).items():
             out = args.work / run / data.name
             for old in out.glob("*.npz"):
                 old.unlink()
@@ -87,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in build_difference(
             inputs, args.work / "whole" / data.name, args.work / "windows" / data.name
         ):
-            rows.append({**row, "source": sources.get(str(row["case"]), "unknown")})
+            rows.append({**row, "source": source_tag(str(row["case"]))})
     if not rows:
         print(f"windows-check: no 2D case with >= {BATCHED_FROM} boxes in {[str(d) for d in args.data]}")
         return 1
