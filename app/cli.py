@@ -138,7 +138,8 @@ def warmup(
     models: Path, cache_arg: Path | None, precision_mode: str, decoder_batch: int = 1, window: int = 0
 ) -> int:
     """Check every model's IR against the manifest (its rt_info), then compile it once at every
-    precision this host would run it at, so later runs load compiled blobs; a model a 2D image
+    precision this host would run it at, so later runs load compiled blobs (one blob per graph
+    serves every precision: the second loads the first's, ``cache_mode``); a model a 2D image
     can reach also gets its decoder for ``decoder_batch`` boxes per call (many-box images), on
     ``window``-cell windows when that is set.
     Exit 2 when the IR and the manifest disagree."""

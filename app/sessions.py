@@ -48,7 +48,9 @@ DECODER_BATCH = 8
 MAX_DECODER_BATCH = 64
 
 
-def compile_config(threads: int | None = None, precision: str = DEFAULT_PRECISION) -> dict[Any, Any]:
+def compile_config(
+    threads: int | None = None, precision: str = DEFAULT_PRECISION, graph: str = "encoder"
+) -> dict[Any, Any]:
     """Compile settings used everywhere (runtime, export parity, benchmarks).
 
     The precision is always explicit (fp32 unless asked, ``app/precision.py``): left to itself
@@ -56,7 +58,7 @@ def compile_config(threads: int | None = None, precision: str = DEFAULT_PRECISIO
     0.6 measured) and so the masks, host by host, without a gate having measured it.
     """
     config: dict[Any, Any] = {
-        hints.inference_precision: inference_type(precision),
+        hints.inference_precision: inference_type(precision, graph),
         hints.execution_mode: hints.ExecutionMode.ACCURACY,
         hints.performance_mode: hints.PerformanceMode.LATENCY,
         hints.num_requests: 1,
@@ -66,22 +68,25 @@ def compile_config(threads: int | None = None, precision: str = DEFAULT_PRECISIO
     return config
 
 
-def cache_mode(graph: Path | ov.Model, precision: str = DEFAULT_PRECISION) -> dict[Any, Any]:
-    """How ``graph``'s compiled blob is cached at ``precision``.
+def cache_mode(graph: Path | ov.Model) -> dict[Any, Any]:
+    """How ``graph``'s compiled blob is cached.
 
-    A graph read from an IR file and compiled at fp32 caches weightless (OPTIMIZE_SIZE: the blob
-    holds the compiled graph, the weights are read back from the IR's .bin at load; 0.9 vs 28.6
-    MB for TinyViT's encoder, 1.7 vs 22.7 MB for a decoder; loaded as fast, ``make startup``).
-    So it computes with the weights the .bin holds now: OpenVINO keys such a blob by the IR's
-    path, and a whole one kept the old weights after a re-export rewrote the .bin in place.
-    Whole blobs (OPTIMIZE_SPEED) stay for a graph reshaped in memory (a batched decoder: OpenVINO
-    never loaded a weightless blob of one, it compiled again on every run; its in-memory key
-    covers its weights) and for bf16, until a CPU with native bf16 has measured weightless blobs
-    (the AVX2 machine this was built on has none): after a re-export, clear a bf16 host's cache.
+    A graph read from an IR file caches weightless (OPTIMIZE_SIZE: the blob holds the compiled
+    graph, the weights are read back from the IR's .bin at load; 0.9 vs 28.6 MB for TinyViT's
+    encoder, 1.7 vs 22.7 MB for a decoder; loaded as fast, ``make startup``, and at bf16 on an
+    AVX512_BF16 CPU). So it computes with the weights the .bin holds now: OpenVINO keys such a
+    blob by the IR's path, and a whole one kept the old weights after a re-export rewrote the
+    .bin in place. Whole blobs (OPTIMIZE_SPEED) stay for a graph reshaped in memory (a batched
+    decoder: OpenVINO never loaded a weightless blob of one, it compiled again on every run; its
+    in-memory key covers its weights).
+
+    The key covers neither the precision hint nor this mode: one blob per graph serves fp32 and
+    bf16, and the precision is applied when the blob is loaded (each computes its own
+    precision's outputs exactly, ``tests/test_cache.py``). So the mode cannot depend on the
+    precision: a whole bf16 blob would be what the fp32 graph loads, stale weights included.
     The value is the mode's name: the CPU plugin of OpenVINO 2026.4 rejects ``props.CacheMode``
     members ("Wrong value for property key CACHE_MODE")."""
-    weightless = isinstance(graph, Path) and precision == "f32"
-    return {props.cache_mode: "OPTIMIZE_SIZE" if weightless else "OPTIMIZE_SPEED"}
+    return {props.cache_mode: "OPTIMIZE_SIZE" if isinstance(graph, Path) else "OPTIMIZE_SPEED"}
 
 
 def create_core(cache_dir: Path | None) -> ov.Core:
@@ -208,14 +213,14 @@ class SamSession:
     def __init__(
         self,
         entry: ModelEntry,
-        compile_graph: Callable[[Path, int, int], ov.CompiledModel],
+        compile_graph: Callable[[Path, int, int, str], ov.CompiledModel],
         precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.entry = entry
         self.input_size = entry.input_size
         self.precision = precision  # what compile_graph compiles at (app/precision.py)
         # a shared encoder IR at the same precision: the same id (same embeddings)
-        self.encoder_id = f"{entry.encoder_xml.as_posix()}@{precision}"
+        self.encoder_id = f"{entry.encoder_xml.as_posix()}@{inference_type(precision).get_type_name()}"
         self._compile_graph = compile_graph
         self._encoder: ov.CompiledModel | None = None
         self._decoders: dict[tuple[int, int], ov.CompiledModel] = {}  # (boxes per call, window) -> graph
@@ -255,7 +260,7 @@ class SamSession:
     def compile_encoder(self) -> ov.CompiledModel:
         """The encoder's compiled graph, compiled (or loaded from the cache) on the first call."""
         if self._encoder is None:
-            self._encoder = self._compile_graph(self.entry.encoder_xml, 1, 0)
+            self._encoder = self._compile_graph(self.entry.encoder_xml, 1, 0, "encoder")
         return self._encoder
 
     def decode_windows(
@@ -285,7 +290,9 @@ class SamSession:
         ``window``-cell windows (0: the whole frame), compiled (or loaded from the cache) on the
         first call."""
         if (boxes, window) not in self._decoders:
-            self._decoders[(boxes, window)] = self._compile_graph(self.entry.decoder_xml, boxes, window)
+            self._decoders[(boxes, window)] = self._compile_graph(
+                self.entry.decoder_xml, boxes, window, "decoder"
+            )
         return self._decoders[(boxes, window)]
 
     def cache_hits(self) -> tuple[int, int]:
@@ -377,19 +384,21 @@ class SessionCache:
             self._screens[key] = None if path is None else load_screen(path)
         return self._screens[key]
 
-    def _compile(self, xml: Path, boxes: int, window: int, precision: str) -> ov.CompiledModel:
-        """``xml`` compiled at ``precision``; a decoder with ``boxes`` > 1 is first reshaped to
-        take that many boxes per call (the shipped IR takes 1), and one with ``window`` > 0 made
-        to upscale ``window``-cell windows only."""
-        if (xml, boxes, window, precision) not in self._compiled:
+    def _compile(self, xml: Path, boxes: int, window: int, graph: str, precision: str) -> ov.CompiledModel:
+        """``xml`` (an encoder or decoder: ``graph``) compiled at ``precision``'s type for that
+        graph; a decoder with ``boxes`` > 1 is first reshaped to take that many boxes per call
+        (the shipped IR takes 1), and one with ``window`` > 0 made to upscale ``window``-cell
+        windows only. Keyed by the type, so sessions whose precisions agree on a graph share it."""
+        key = (xml, boxes, window, inference_type(precision, graph).get_type_name())
+        if key not in self._compiled:
             if window:
-                graph: Path | ov.Model = decoder_for_windows(self._core, xml, boxes, window)
+                model: Path | ov.Model = decoder_for_windows(self._core, xml, boxes, window)
             else:
-                graph = xml if boxes == 1 else decoder_for_boxes(self._core, xml, boxes)
-            config = compile_config(self._threads, precision) | cache_mode(graph, precision)
-            self._compiled[(xml, boxes, window, precision)] = compile_with_retry(self._core, graph, config)
+                model = xml if boxes == 1 else decoder_for_boxes(self._core, xml, boxes)
+            config = compile_config(self._threads, precision, graph) | cache_mode(model)
+            self._compiled[key] = compile_with_retry(self._core, model, config)
             self.compiles += 1
-        return self._compiled[(xml, boxes, window, precision)]
+        return self._compiled[key]
 
 
 # Processes sharing one compiled-model cache folder (cohort workers, shards, parallel containers

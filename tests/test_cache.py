@@ -16,10 +16,10 @@ from app.sessions import SessionCache, create_core
 def test_every_graph_loads_from_the_cache_a_warmup_wrote_and_computes_the_same(
     tmp_path: Path, models_dir: Path, precision: str
 ) -> None:
-    """At fp32, graphs read from an IR file cache weightless (their blob a small fraction of
-    their .bin), the batched decoder (reshaped in memory) whole; bf16 caches whole
-    (``cache_mode``). A fresh Core loads all three from the cache, and the loaded encoder and
-    decoders compute what a compile without a cache computes."""
+    """At either precision, graphs read from an IR file cache weightless (their blob a small
+    fraction of their .bin), the batched decoder (reshaped in memory) whole (``cache_mode``). A
+    fresh Core loads all three from the cache, and the loaded encoder and decoders compute what
+    a compile without a cache computes."""
     if precision not in host_precisions(create_core(None)):
         pytest.skip(f"this CPU does not run {precision} natively")
     cache = tmp_path / "cache"
@@ -27,9 +27,8 @@ def test_every_graph_loads_from_the_cache_a_warmup_wrote_and_computes_the_same(
     bins = sorted((models_dir / "lite_medsam" / f"{g}.bin").stat().st_size for g in ("decoder", "encoder"))
     blobs = sorted(p.stat().st_size for p in cache.glob("*.blob"))
     assert len(blobs) == 3, blobs
-    if precision == "f32":
-        assert blobs[0] < bins[0] / 10 and blobs[1] < bins[0] / 10, (blobs, bins)  # weightless IR graphs
-        assert blobs[2] > bins[0] / 2, (blobs, bins)  # the batched decoder, with its weights
+    assert blobs[0] < bins[0] / 10 and blobs[1] < bins[0] / 10, (blobs, bins)  # weightless IR graphs
+    assert blobs[2] > bins[0] / 2, (blobs, bins)  # the batched decoder, with its weights
 
     warm = SessionCache(create_core(cache), models_dir).get("lite_medsam", precision)
     graphs = [warm.compile_encoder(), warm.compile_decoder(), warm.compile_decoder(8)]
@@ -44,16 +43,20 @@ def test_every_graph_loads_from_the_cache_a_warmup_wrote_and_computes_the_same(
     assert np.array_equal(warm.decode_many(embedding, boxes, 8), fresh.decode_many(embedding, boxes, 8))
 
 
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
 def test_a_weight_file_changed_in_place_is_what_the_cached_graph_computes(
-    tmp_path: Path, models_dir: Path
+    tmp_path: Path, models_dir: Path, precision: str
 ) -> None:
     """OpenVINO keys a blob of a graph read from a file by the file's path, not its weights: a
     whole blob kept computing with the old weights after the .bin was rewritten in place (seen
     with OPTIMIZE_SPEED). The app's weightless blobs read the weights from the .bin at each load,
-    so a re-export into the same folder can never run stale weights."""
+    so a re-export into the same folder can never run stale weights, at either precision."""
     import shutil
 
     from app.sessions import cache_mode, compile_config, compile_with_retry
+
+    if precision not in host_precisions(create_core(None)):
+        pytest.skip(f"this CPU does not run {precision} natively")
 
     for suffix in (".xml", ".bin"):
         shutil.copy(models_dir / "lite_medsam" / f"decoder{suffix}", tmp_path / f"decoder{suffix}")
@@ -63,7 +66,8 @@ def test_a_weight_file_changed_in_place_is_what_the_cached_graph_computes(
             "boxes": np.array([[40, 50, 180, 200]], np.float32)}  # fmt: skip
 
     def logits(cache_dir: Path | None) -> tuple[np.ndarray, bool]:
-        compiled = compile_with_retry(create_core(cache_dir), xml, compile_config() | cache_mode(xml))
+        config = compile_config(precision=precision) | cache_mode(xml)
+        compiled = compile_with_retry(create_core(cache_dir), xml, config)
         return np.array(compiled(feed)[0]), bool(compiled.get_property(props.loaded_from_cache))
 
     before, _ = logits(cache)
@@ -76,18 +80,49 @@ def test_a_weight_file_changed_in_place_is_what_the_cached_graph_computes(
     assert np.array_equal(after, fresh) and not np.array_equal(after, before)  # ...with today's weights
 
 
+def test_one_blob_serves_both_precisions_and_each_computes_its_own(tmp_path: Path, models_dir: Path) -> None:
+    """OpenVINO's cache key covers neither the precision hint nor the cache mode: the graph
+    compiled at bf16 writes the blob the fp32 one then loads (and the other way round), for a
+    graph read from a file and for one reshaped in memory. The precision is applied at load:
+    each computes exactly what its own precision computes without a cache, and the two differ."""
+    if "bf16" not in host_precisions(create_core(None)):
+        pytest.skip("this CPU does not run bf16 natively")
+    cache = tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 3, 256, 256), dtype=np.float32)
+    boxes = np.array([[30, 40, 120, 160], [60, 60, 200, 220]], np.float32)  # (2, 4) model frame
+    outputs = {}
+    for precision, loaded in (("bf16", False), ("f32", True)):
+        cached = SessionCache(create_core(cache), models_dir).get("lite_medsam", precision)
+        graphs = [cached.compile_encoder(), cached.compile_decoder(8)]
+        assert [g.get_property(props.loaded_from_cache) for g in graphs] == [loaded, loaded], precision
+        assert len(list(cache.glob("*.blob"))) == 2
+        fresh = SessionCache(create_core(None), models_dir).get("lite_medsam", precision)
+        embedding = cached.encode(image)
+        assert np.array_equal(embedding, fresh.encode(image)), precision
+        many = cached.decode_many(embedding, boxes, 8)
+        assert np.array_equal(many, fresh.decode_many(embedding, boxes, 8)), precision
+        outputs[precision] = embedding
+    assert not np.array_equal(outputs["f32"], outputs["bf16"])
+
+
 def test_a_second_warmup_loads_every_graph_from_the_cache_and_says_so(
     tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What ``make container-test`` reads off ``python -m app --warmup`` in the image: the first
-    warm-up into an empty cache loads nothing from it; a second loads every graph."""
+    warm-up into an empty cache compiles each model's graphs at its first precision (a host with
+    native bf16 warms more than one, and a later one may load the first's blobs: one blob per
+    graph serves every precision); a second warm-up loads every graph."""
     from app.cli import warmup
-    from container.check import warmup_counts
+    from container.check import WARMUP_COUNTS, warmup_counts
 
     cache = tmp_path / "cache"
     cache.mkdir()
     assert warmup(models_dir, cache, "auto", 8) == 0
-    graphs, hits = warmup_counts(capsys.readouterr().err)
-    assert graphs > 0 and hits == 0  # an empty cache: every graph compiled
+    first = capsys.readouterr().err
+    lines = [line for line in first.splitlines() if WARMUP_COUNTS.search(line)]
+    firsts = {line.split()[1]: line for line in reversed(lines)}  # each model's first line
+    assert firsts and all(warmup_counts(line)[1] == 0 for line in firsts.values()), firsts
     assert warmup(models_dir, cache, "auto", 8) == 0
-    assert warmup_counts(capsys.readouterr().err) == (graphs, graphs)
+    graphs = warmup_counts(first)[0]
+    assert graphs > 0 and warmup_counts(capsys.readouterr().err) == (graphs, graphs)

@@ -325,3 +325,21 @@ def test_lever_bench_pairs_the_app_on_and_off_case_by_case() -> None:
     assert rows[1] == "| microscopy | b.npz | 2.00 (1) | 2.00 (1) | 1.00x |"
     assert rows[2] == "| microscopy | c.npz | failed | | |"
     assert rows[3] == "| microscopy | **median of the cases** | | | **0.95x** |"
+
+
+def test_windows_check_compares_the_many_box_images_with_and_without_windows(tmp_path) -> None:
+    """``make windows-check`` on a generated corpus: only the image with BATCHED_FROM+ boxes is
+    picked, the app runs it with windows off and on, and the report's row says the two agree."""
+    from app.infer_2d import BATCHED_FROM
+    from evaluation import windows_check
+    from tests.test_decoder_batch import disks_image, spread_boxes
+
+    data, out = tiny_corpus(tmp_path / "data"), tmp_path / "out"
+    boxes = spread_boxes(BATCHED_FROM + 2, 320, seed=4, side=36)  # (50, 4) XYXY, small: windows
+    save_case(data / "2DBox_Microscopy_Generated_1.npz", disks_image(), boxes)
+    assert windows_check.many_box_cases(data) == ["2DBox_Microscopy_Generated_1.npz"]
+    argv = ["--data", str(data), "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert windows_check.main(argv) == 0
+    assert "| Generated | 1 | 1 | 0.0e+00 | 1.00000 |" in (out / "README.md").read_text()
+    with open(out / "cases.csv") as f:
+        assert [row["case"] for row in csv.DictReader(f)] == ["2DBox_Microscopy_Generated_1.npz"]

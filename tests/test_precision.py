@@ -61,7 +61,7 @@ def test_mode_from_flag_then_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_native_precisions_read_the_plugin_capabilities() -> None:
     assert native_precisions(["WINOGRAD", "FP32", "INT8"]) == {"f32"}
-    assert native_precisions(["BF16", "FP32"]) == {"f32", "bf16"}
+    assert native_precisions(["BF16", "FP32"]) == {"f32", "bf16", "bf16_encoder"}
     assert "f32" in host_precisions(ov.Core())
 
 
@@ -70,6 +70,39 @@ def test_compile_config_states_the_precision() -> None:
     assert compile_config(precision="bf16")[hints.inference_precision] == ov.Type.bf16
     with pytest.raises(ValueError, match="unknown precision"):
         inference_type("fp8")
+
+
+@pytest.mark.parametrize(
+    ("precision", "encoder", "decoder"),
+    [
+        ("f32", ov.Type.f32, ov.Type.f32),
+        ("bf16", ov.Type.bf16, ov.Type.bf16),
+        ("bf16_encoder", ov.Type.bf16, ov.Type.f32),
+    ],
+)
+def test_each_graph_compiles_at_its_precisions_type(
+    precision: str, encoder: ov.Type, decoder: ov.Type
+) -> None:
+    assert compile_config(precision=precision)[hints.inference_precision] == encoder
+    assert compile_config(precision=precision, graph="decoder")[hints.inference_precision] == decoder
+    with pytest.raises(ValueError, match="for a neck"):
+        inference_type(precision, "neck")
+
+
+def test_sessions_share_the_graphs_their_precisions_agree_on(models_dir: Path) -> None:
+    """``bf16_encoder`` compiles the encoder as ``bf16`` does and the decoder as ``f32`` does: a
+    process serving all three compiles each (graph, type) once, and the two bf16 encoders are one
+    encoder (the same ``encoder_id``: a decoder of one may decode the other's embedding)."""
+    from app.sessions import SessionCache, create_core
+
+    sessions = SessionCache(create_core(None), models_dir)
+    by = {p: sessions.get("lite_medsam", p) for p in ("bf16", "bf16_encoder", "f32")}
+    for session in by.values():
+        session.compile_all()
+    assert sessions.compiles == 4  # encoder and decoder, at bf16 and at f32
+    assert by["bf16_encoder"].compile_encoder() is by["bf16"].compile_encoder()
+    assert by["bf16_encoder"].compile_decoder() is by["f32"].compile_decoder()
+    assert by["bf16_encoder"].encoder_id == by["bf16"].encoder_id != by["f32"].encoder_id
 
 
 @pytest.mark.parametrize("native", [{"f32"}, {"f32", "bf16"}])

@@ -529,8 +529,8 @@ def test_a_session_compiles_each_graph_on_its_first_use_only(tmp_path: Path) -> 
 
     compiled: list[str] = []
 
-    def compile_graph(xml: Path, boxes: int, window: int):  # noqa: ANN202 - a fake compiled model
-        assert (boxes, window) == (1, 0)
+    def compile_graph(xml: Path, boxes: int, window: int, graph: str):  # noqa: ANN202 - a fake compiled model
+        assert (boxes, window, graph) == (1, 0, xml.stem)
         compiled.append(xml.stem)
         return lambda inputs: [np.zeros((1, 1, 256, 256) if xml.stem == "decoder" else (1, 256, 64, 64))]
 
