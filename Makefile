@@ -37,7 +37,7 @@ help:
 	@echo "make gpu-kit    pack the train views and the teacher for a distillation on a lent GPU (build/gpu_kit)"
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make precision-probe  bf16 and NNCF int8 encoders: speed on this CPU, masks vs fp32 (reports/precision; needs ../shared)"
-	@echo "make precision-gate  which routes may run bf16: the product at fp32 vs bf16 on validation, per source (needs ../shared and a CPU with native bf16)"
+	@echo "make precision-gate  which routes may run bf16 (every graph, else the encoder alone): the product at fp32 vs each on validation, per source (needs ../shared and a CPU with native bf16)"
 	@echo "make screen     fit the US specialist's image screen against its router on every 2D image (needs TRAIN_DATA)"
 	@echo "make lint       ruff"
 
