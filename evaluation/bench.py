@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -105,29 +106,42 @@ def large_cases(smoke: Path, folder: Path, shape: tuple[int, int, int] = (287, 5
     return [out]
 
 
+def paired(runs: list[Run], keep: Callable[[Run], bool]) -> list[dict[str, Run]]:
+    """Per case of the runs ``keep`` picks, its app and baseline runs, where both ran fine."""
+    by_case: dict[str, dict[str, Run]] = {}
+    for r in runs:
+        if keep(r) and r.ok:
+            by_case.setdefault(r.case, {})[r.system] = r
+    return [v for v in by_case.values() if len(v) == 2]
+
+
+def summary_row(label: str, pairs: list[dict[str, Run]]) -> str:
+    """One table row: the cases' median seconds, speed-up median [min, max], RSS and its ratio."""
+    ratio = [p["baseline"].seconds / p["app"].seconds for p in pairs]
+    mem = [p["baseline"].rss_mb / p["app"].rss_mb for p in pairs]
+    med = {s: statistics.median(p[s].seconds for p in pairs) for s in SYSTEMS}
+    rss = {s: statistics.median(p[s].rss_mb for p in pairs) for s in SYSTEMS}
+    return (
+        f"| {label} | {len(pairs)} | {med['app']:.2f} | {med['baseline']:.2f} | "
+        f"{statistics.median(ratio):.2f}x [{min(ratio):.2f}, {max(ratio):.2f}] | {rss['app']:.0f} | "
+        f"{rss['baseline']:.0f} | {statistics.median(mem):.2f}x |"
+    )
+
+
 def summarise(runs: list[Run]) -> list[str]:
+    """A row per group, then per dimensionality over every group's cases pooled (issue 13's
+    "median per-case speed-up on 2D / 3D")."""
     lines = [
         "| group | cases | app s (median) | baseline s (median) | speed-up median [min, max] | "
         "app RSS MB | baseline RSS MB | memory ratio |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for group in sorted({r.group for r in runs}):
-        by_case: dict[str, dict[str, Run]] = {}
-        for r in runs:
-            if r.group == group and r.ok:
-                by_case.setdefault(r.case, {})[r.system] = r
-        pairs = [v for v in by_case.values() if len(v) == 2]
-        if not pairs:
-            continue
-        ratio = [p["baseline"].seconds / p["app"].seconds for p in pairs]
-        mem = [p["baseline"].rss_mb / p["app"].rss_mb for p in pairs]
-        med = {s: statistics.median(p[s].seconds for p in pairs) for s in SYSTEMS}
-        rss = {s: statistics.median(p[s].rss_mb for p in pairs) for s in SYSTEMS}
-        lines.append(
-            f"| {group} | {len(pairs)} | {med['app']:.2f} | {med['baseline']:.2f} | "
-            f"{statistics.median(ratio):.2f}x [{min(ratio):.2f}, {max(ratio):.2f}] | {rss['app']:.0f} | "
-            f"{rss['baseline']:.0f} | {statistics.median(mem):.2f}x |"
-        )
+        if pairs := paired(runs, lambda r, g=group: r.group == g):
+            lines.append(summary_row(group, pairs))
+    for dims in ("2D", "3D"):
+        if pairs := paired(runs, lambda r, d=dims: r.group.endswith(f" {d}")):
+            lines.append(summary_row(f"**all {dims} cases**", pairs))
     return lines
 
 

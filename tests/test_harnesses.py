@@ -37,6 +37,8 @@ def test_bench_times_both_systems_per_process(tmp_path, models_dir) -> None:
     assert len(runs) == 2 and all(r.ok and r.seconds > 0 and r.rss_mb > 10 for r in runs)
     table = bench.summarise(runs)
     assert any(line.startswith("| US 2D | 1 |") for line in table)
+    assert any(line.startswith("| **all 2D cases** | 1 |") for line in table)
+    assert not any("all 3D" in line for line in table)  # no 3D case ran
     # Resumed: every recorded case is reused, nothing runs again.
     assert bench.bench(cases, env, tmp_path / "work", runs_csv) == runs
     assert bench.read_runs(runs_csv) == runs
