@@ -315,9 +315,10 @@ def bench(
 
 
 def header_section(
-    args: argparse.Namespace, manifest: dict, floor_mb: float, load: tuple[float, float]
+    args: argparse.Namespace, manifest: dict, floor_mb: float, load: tuple[float, float], resumed: int = 0
 ) -> list[str]:
-    """Title, machine, command and the protocol the tables follow."""
+    """Title, machine, command and the protocol the tables follow; ``resumed``: how many of the
+    runs were read back from the runs file (timed by an earlier invocation), not timed now."""
     return [
         "# Benchmark: app vs LiteMedSAM baseline, challenge protocol",
         "",
@@ -338,6 +339,15 @@ def header_section(
         f"most {floor_mb:.0f} MB inherited from the harness at fork (its RSS while timing).",
         f"Machine load (1-min load average) at start {load[0]:.1f}, at end {load[1]:.1f}: other",
         "work on this shared machine slows both systems alike; the ratios, not the seconds, are the result.",
+        *(
+            [
+                f"Resumed: {resumed} runs were read back from `{args.runs}`, timed by an earlier "
+                "invocation on the same models, runtime code and machine (the date and load above are "
+                "this invocation's)."
+            ]
+            if resumed
+            else []
+        ),
         "",
     ]
 
@@ -436,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cases:
             parser.error(f"no case of the chosen groups under {args.data}")
         start_runs(args.runs, run_identity(args.models / MANIFEST_NAME))
+        resumed = len(read_runs(args.runs))
         runs = bench(cases, env, work, args.runs, app_args=app_args)
         large = [] if args.no_large else large_cases(args.smoke, work / "large")
         if not large and not args.no_large:
@@ -448,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_ratios(runs, args.out.parent / "ratios.png")
     lines = [
-        *header_section(args, manifest, floor_mb, (load_start[0], load_end[0])),
+        *header_section(args, manifest, floor_mb, (load_start[0], load_end[0]), resumed),
         *summarise(runs),
         "",
         "![per-case speed-up by group](ratios.png)",

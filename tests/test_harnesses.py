@@ -1,5 +1,6 @@
 """Smoke runs of the evaluation and benchmark harnesses on two tiny generated cases."""
 
+import argparse
 import csv
 import os
 from pathlib import Path
@@ -122,6 +123,14 @@ def test_bench_report_sections_render_their_figures() -> None:
         and "| baseline (torch import + checkpoint) | 2.50 s |" in start
     )
     assert any("--large-baseline" in line for line in bench.large_section([], with_baseline=False))
+    args = argparse.Namespace(data=Path("d"), per_group=3, large_baseline=False, groups=None, no_large=False,
+                              runs=Path("runs.csv"))  # fmt: skip
+    manifest_versions = {"versions": {"openvino": "x", "torch": "y"}}
+    assert not any(
+        line.startswith("Resumed") for line in bench.header_section(args, manifest_versions, 70, (1, 2))
+    )
+    resumed = bench.header_section(args, manifest_versions, 70, (1, 2), resumed=66)
+    assert any(line.startswith("Resumed: 66 runs were read back from `runs.csv`") for line in resumed)
     missing = bench.large_section([], with_baseline=False, smoke=Path("nowhere"))
     assert "Not run: no `3DBox_*.npz` smoke CT under `nowhere`." in missing
 
