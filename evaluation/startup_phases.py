@@ -50,13 +50,14 @@ def run(case: str, out_dir: str, cache_dir: str) -> dict[str, float]:
 
     from app.infer_2d import segment_image
     from app.npz_io import load_case, write_output
-    from app.routing import DEFAULT_MODEL_KEY
+    from app.routing import DEFAULT_MODEL_KEY, modality
     from app.sessions import SessionCache, create_core
     from common.paths import MODELS
 
     marks.append(time.perf_counter())
     sessions = SessionCache(create_core(Path(cache_dir)), MODELS)
-    session = sessions.get(DEFAULT_MODEL_KEY)
+    # at the precision the app runs the case's route at on this host (app/precision.py)
+    session = sessions.get(DEFAULT_MODEL_KEY, sessions.precision_for(2, modality(Path(case).name)))
     marks.append(time.perf_counter())
     session.compile_encoder()
     marks.append(time.perf_counter())

@@ -83,12 +83,19 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.glob("*.npz"))}
 
 
-def graph_files(models_dir: Path) -> set[Path]:
-    """The distinct OpenVINO graphs of the manifest (specialists share LiteMedSAM's encoder)."""
+def compiled_graphs(models_dir: Path, precisions: set[str]) -> set[tuple[Path, str]]:
+    """The distinct (OpenVINO graph, inference type) pairs of the manifest at ``precisions``
+    (specialists share LiteMedSAM's encoder; precisions that agree on a graph share it)."""
+    from app.precision import inference_type
     from app.sessions import read_manifest
 
     entries = read_manifest(models_dir).values()
-    return {e.encoder_xml for e in entries} | {e.decoder_xml for e in entries}
+    return {
+        (xml, inference_type(p, graph).get_type_name())
+        for e in entries
+        for graph, xml in (("encoder", e.encoder_xml), ("decoder", e.decoder_xml))
+        for p in precisions
+    }
 
 
 def test_cases_run_on_workers_that_compile_once_and_a_rerun_skips_everything(
@@ -107,9 +114,9 @@ def test_cases_run_on_workers_that_compile_once_and_a_rerun_skips_everything(
     assert sorted(p.name for p in out.glob("*.npz")) == sorted(status)
     from app.sessions import SessionCache, create_core
 
-    graphs = len(graph_files(models_dir)) * len(used_precisions(SessionCache(create_core(None), models_dir)))
+    graphs = len(compiled_graphs(models_dir, used_precisions(SessionCache(create_core(None), models_dir))))
     warmed = client.run(compile_all)  # type: ignore[attr-defined]
-    assert set(warmed.values()) == {graphs}  # every graph once per worker and precision
+    assert set(warmed.values()) == {graphs}  # every graph once per worker and inference type
     run_cohort(client, input_cases(cases), tmp_path / "again", results=None)  # type: ignore[arg-type]
     facts = worker_facts(client)
     assert len(facts) == 2 and all(f["setups"] == 1 for f in facts.values())  # one SessionCache each
