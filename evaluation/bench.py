@@ -152,13 +152,10 @@ def plot_ratios(runs: list[Run], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({r.group for r in runs})
-    ratios = []
-    for g in groups:
-        t = {(r.case, r.system): r.seconds for r in runs if r.group == g and r.ok}
-        cases = {c for c, _ in t}
-        ratios.append(
-            [t[(c, "baseline")] / t[(c, "app")] for c in cases if (c, "app") in t and (c, "baseline") in t]
-        )
+    ratios = [
+        [p["baseline"].seconds / p["app"].seconds for p in paired(runs, lambda r, g=group: r.group == g)]
+        for group in groups
+    ]
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.boxplot(ratios, tick_labels=groups)
     ax.axhline(1.0, color="grey", lw=0.8)
