@@ -80,13 +80,25 @@ def cache_mode(graph: Path | ov.Model) -> dict[Any, Any]:
     decoder: OpenVINO never loaded a weightless blob of one, it compiled again on every run; its
     in-memory key covers its weights).
 
-    The key covers neither the precision hint nor this mode: one blob per graph serves fp32 and
-    bf16, and the precision is applied when the blob is loaded (each computes its own
-    precision's outputs exactly, ``tests/test_cache.py``). So the mode cannot depend on the
-    precision: a whole bf16 blob would be what the fp32 graph loads, stale weights included.
+    The key covers neither the precision hint nor this mode. A weightless blob serves fp32 and
+    bf16 alike, the precision applied when it is loaded (each computes its own precision's
+    outputs exactly, in either order, ``tests/test_cache.py``), so the mode cannot depend on the
+    precision: a whole bf16 blob would be what the fp32 graph loads, stale weights included. A
+    whole blob does not: compiled at fp32 and loaded at bf16 it computes neither (max |diff| 0.005
+    in a decoder's logits, a pixel of a Microscopy mask, found by ``make container-test``), so a
+    graph built in memory carries its inference type in its key (``keyed_by_type``).
     The value is the mode's name: the CPU plugin of OpenVINO 2026.4 rejects ``props.CacheMode``
     members ("Wrong value for property key CACHE_MODE")."""
     return {props.cache_mode: "OPTIMIZE_SIZE" if isinstance(graph, Path) else "OPTIMIZE_SPEED"}
+
+
+def keyed_by_type(model: ov.Model, element_type: ov.Type) -> ov.Model:
+    """``model`` (built in memory, so cached whole) marked with the inference type it is compiled
+    at. OpenVINO keys an in-memory graph's blob by the graph, runtime info included, and not by
+    the precision hint: unmarked, the bf16 compile loads the fp32 compile's whole blob and
+    computes with some of its fp32 choices (``cache_mode``)."""
+    model.set_rt_info(element_type.get_type_name(), ["medseg", "inference_type"])
+    return model
 
 
 def create_core(cache_dir: Path | None) -> ov.Core:
@@ -389,12 +401,14 @@ class SessionCache:
         graph; a decoder with ``boxes`` > 1 is first reshaped to take that many boxes per call
         (the shipped IR takes 1), and one with ``window`` > 0 made to upscale ``window``-cell
         windows only. Keyed by the type, so sessions whose precisions agree on a graph share it."""
-        key = (xml, boxes, window, inference_type(precision, graph).get_type_name())
+        element_type = inference_type(precision, graph)
+        key = (xml, boxes, window, element_type.get_type_name())
         if key not in self._compiled:
+            model: Path | ov.Model = xml
             if window:
-                model: Path | ov.Model = decoder_for_windows(self._core, xml, boxes, window)
-            else:
-                model = xml if boxes == 1 else decoder_for_boxes(self._core, xml, boxes)
+                model = keyed_by_type(decoder_for_windows(self._core, xml, boxes, window), element_type)
+            elif boxes > 1:
+                model = keyed_by_type(decoder_for_boxes(self._core, xml, boxes), element_type)
             config = compile_config(self._threads, precision, graph) | cache_mode(model)
             self._compiled[key] = compile_with_retry(self._core, model, config)
             self.compiles += 1
