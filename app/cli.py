@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="OpenVINO compiled-model cache (default: $SEG_CACHE_DIR, else "
-        "~/.cache/medseg-appliance/openvino); 'none' disables it",
+        "~/.cache/medseg-appliance/openvino; the blobs go in a subfolder named by the compile "
+        "settings); 'none' disables it",
     )
     parser.add_argument(
         "--max-image-bytes",
@@ -138,8 +139,9 @@ def warmup(
     models: Path, cache_arg: Path | None, precision_mode: str, decoder_batch: int = 1, window: int = 0
 ) -> int:
     """Check every model's IR against the manifest (its rt_info), then compile it once at every
-    precision this host would run it at, so later runs load compiled blobs (one blob per graph
-    serves every precision: the second loads the first's, ``cache_mode``); a model a 2D image
+    precision this host would run it at, so later runs load compiled blobs (one weightless blob
+    per graph read from a file serves every precision: the second loads the first's; a graph
+    built in memory has one per precision, ``cache_mode``); a model a 2D image
     can reach also gets its decoder for ``decoder_batch`` boxes per call (many-box images), on
     ``window``-cell windows when that is set.
     Exit 2 when the IR and the manifest disagree."""

@@ -8,6 +8,7 @@ for a model it does not need).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -48,6 +49,21 @@ DECODER_BATCH = 8
 MAX_DECODER_BATCH = 64
 
 
+# Graph -> CPU plugin settings beyond the precision and hints (``compile_config``).
+# SNIPPETS_MODE: whether the plugin fuses subgraphs (attention, chains of element-wise ops) into
+# "snippets", kernels it generates when the graph is loaded. DISABLE runs those ops as separate
+# oneDNN primitives: an encoder loads ~0.055 s faster (0.11 vs 0.17 s for TinyViT, at fp32 and
+# at bf16) and computes as fast once loaded, which pays in a fresh process per 2D case. A decoder
+# loads 0.02 s faster but runs ~1.5 ms a call slower, a loss from ~13 calls (many-box images,
+# volumes), so decoders keep snippets. The setting is the plugin's own, not among its
+# SUPPORTED_PROPERTIES (OpenVINO 2026.4 accepts it; ``tests/test_sessions.py`` fails if not).
+# OpenVINO's cache key covers none of these: ``settings_folder`` separates their blobs.
+GRAPH_SETTINGS: dict[str, dict[str, str]] = {
+    "encoder": {"SNIPPETS_MODE": "DISABLE"},
+    "decoder": {},
+}
+
+
 def compile_config(
     threads: int | None = None, precision: str = DEFAULT_PRECISION, graph: str = "encoder"
 ) -> dict[Any, Any]:
@@ -62,10 +78,20 @@ def compile_config(
         hints.execution_mode: hints.ExecutionMode.ACCURACY,
         hints.performance_mode: hints.PerformanceMode.LATENCY,
         hints.num_requests: 1,
+        **GRAPH_SETTINGS[graph],
     }
     if threads:
         config[props.inference_num_threads] = threads
     return config
+
+
+def settings_folder() -> str:
+    """The cache subfolder of this build's ``GRAPH_SETTINGS``: OpenVINO keys a blob of a graph
+    read from a file by its path and the device name only, and a blob keeps the settings it was
+    compiled with (an encoder compiled with snippets and loaded without computes with them, and
+    loads no faster). Blobs compiled under other settings stay in their own folder, unread."""
+    text = json.dumps(GRAPH_SETTINGS, sort_keys=True)
+    return "settings-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def cache_mode(graph: Path | ov.Model) -> dict[Any, Any]:
@@ -550,7 +576,8 @@ def decoder_window_from(arg: str | None) -> int:
 
 
 def cache_dir_from(arg: Path | None) -> Path | None:
-    """Compiled-model cache folder, or None when disabled or unusable (then: no cache).
+    """Compiled-model cache folder (the ``settings_folder`` inside the one asked for), or None
+    when disabled or unusable (then: no cache).
 
     A folder that exists but is not writable (a ``--read-only`` container with the blobs baked
     into its image) is still used: OpenVINO loads the blobs it finds there and, unable to write
@@ -559,7 +586,7 @@ def cache_dir_from(arg: Path | None) -> Path | None:
         return None
     env = os.environ.get("SEG_CACHE_DIR")
     default = Path(env) if env else Path.home() / ".cache" / "medseg-appliance" / "openvino"
-    cache = arg if arg is not None else default
+    cache = (arg if arg is not None else default) / settings_folder()
     if cache.is_dir():
         return cache if os.access(cache, os.R_OK | os.X_OK) else None
     try:

@@ -47,10 +47,11 @@ Inputs = dict[str, np.ndarray]  # input name -> the array of one call
 
 
 def reshaped_calls(
-    xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None
+    xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None, graph: str
 ) -> dict[int, Callable[[], object]]:
-    """batch -> one call of the IR ``xml`` (static batch 1, as shipped) reshaped to that batch."""
-    graphs = reshaped_graphs(xml, batches, inputs_of, threads)
+    """batch -> one call of the IR ``xml`` (static batch 1, as shipped; an encoder or decoder:
+    ``graph``) reshaped to that batch."""
+    graphs = reshaped_graphs(xml, batches, inputs_of, threads, graph)
     return {b: call_with(compiled, inputs_of(b)) for b, compiled in graphs.items()}
 
 
@@ -60,15 +61,16 @@ def call_with(compiled: ov.CompiledModel, inputs: Inputs) -> Callable[[], object
 
 
 def reshaped_graphs(
-    xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None
+    xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None, graph: str
 ) -> dict[int, ov.CompiledModel]:
-    """batch -> the IR ``xml`` compiled for the shapes of ``inputs_of(batch)``."""
+    """batch -> the IR ``xml`` (an encoder or decoder: ``graph``) compiled for the shapes of
+    ``inputs_of(batch)``."""
     core = ov.Core()
     graphs = {}
     for b in batches:
         model = core.read_model(xml)
         model.reshape({name: list(x.shape) for name, x in inputs_of(b).items()})
-        graphs[b] = core.compile_model(model, "CPU", compile_config(threads))
+        graphs[b] = core.compile_model(model, "CPU", compile_config(threads, graph=graph))
     return graphs
 
 
@@ -134,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     batches = {"encoder": with_one(args.encoder_batches), "decoder": with_one(args.decoder_batches)}
     if max(batches["decoder"]) > max(DECODER_BATCHES) or min(batches["encoder"] + batches["decoder"]) < 1:
         parser.error(f"batches must be 1 or more, decoder batches at most {max(DECODER_BATCHES)}")
-    encoder = reshaped_calls(entry.encoder_xml, batches["encoder"], encoder_inputs, threads)
+    encoder = reshaped_calls(entry.encoder_xml, batches["encoder"], encoder_inputs, threads, "encoder")
     encoder_times = per_item_seconds(encoder, args.rounds)
-    graphs = reshaped_graphs(entry.decoder_xml, batches["decoder"], decoder_inputs, threads)
+    graphs = reshaped_graphs(entry.decoder_xml, batches["decoder"], decoder_inputs, threads, "decoder")
     drift = logit_drift(graphs)
     decoder = {b: call_with(c, decoder_inputs(b)) for b, c in graphs.items()}
     decoder_times = per_item_seconds(decoder, args.rounds)

@@ -105,7 +105,7 @@ def compiled_forms(
         onnx, xml = folder / f"{graph}{i}.onnx", folder / f"{graph}{i}.xml"
         EXPORTERS[graph](build(model), input_size, onnx)
         convert_to_ir(onnx, xml, {}, batch_one=True)
-        out[name] = core.compile_model(str(xml), "CPU", compile_config(threads))
+        out[name] = core.compile_model(str(xml), "CPU", compile_config(threads, graph=graph))
     return out
 
 

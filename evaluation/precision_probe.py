@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     configs = {n: precision_config(config, v.precision) for n, v in variants.items()}
     decoder_xml = str(args.models / "lite_medsam" / "decoder.xml")
-    decoders = {p: core.compile_model(decoder_xml, "CPU", precision_config(config, p))
+    decoder_config = compile_config(graph="decoder")
+    decoders = {p: core.compile_model(decoder_xml, "CPU", precision_config(decoder_config, p))
                 for p in {v.precision for v in variants.values()}}  # fmt: skip
     models = {
         n: (core.compile_model(str(xmls[n]), "CPU", configs[n]), decoders[v.precision])

@@ -65,7 +65,7 @@ def run_openvino(
     """``graphs``: {"encoder": xml, "decoder": xml}, exactly the IR files that ship."""
     core = ov.Core()
     enc = core.compile_model(str(graphs["encoder"]), "CPU", compile_config())
-    dec = core.compile_model(str(graphs["decoder"]), "CPU", compile_config())
+    dec = core.compile_model(str(graphs["decoder"]), "CPU", compile_config(graph="decoder"))
     emb = np.concatenate(  # both IR take batch 1: one slice, one box per call, as the app calls them
         [np.asarray(enc({"image": images[i : i + 1]})[0]).copy() for i in range(len(images))]
     )
