@@ -52,12 +52,15 @@ MAX_DECODER_BATCH = 64
 # Graph -> CPU plugin settings beyond the precision and hints (``compile_config``).
 # SNIPPETS_MODE: whether the plugin fuses subgraphs (attention, chains of element-wise ops) into
 # "snippets", kernels it generates when the graph is loaded. DISABLE runs those ops as separate
-# oneDNN primitives: an encoder loads ~0.055 s faster (0.11 vs 0.17 s for TinyViT, at fp32 and
-# at bf16) and computes as fast once loaded, which pays in a fresh process per 2D case. A decoder
-# loads 0.02 s faster but runs ~1.5 ms a call slower, a loss from ~13 calls (many-box images,
-# volumes), so decoders keep snippets. The setting is the plugin's own, not among its
-# SUPPORTED_PROPERTIES (OpenVINO 2026.4 accepts it; ``tests/test_sessions.py`` fails if not).
-# OpenVINO's cache key covers none of these: ``settings_folder`` separates their blobs.
+# oneDNN primitives: an encoder loads ~0.055 s faster (0.11 vs 0.17 s for TinyViT from the
+# cache, at fp32 and at bf16; ad hoc timings, AMD EPYC with AVX512_BF16) and computes as fast
+# once loaded, which pays in a fresh process per 2D case. A decoder loads 0.02 s faster but runs
+# ~1.5 ms a call slower, a loss from ~13 calls (many-box images, volumes), so decoders keep
+# snippets. Without snippets, a bf16 encoder loaded from its blob computes up to 5e-7 away from
+# its fresh compile (``tests/test_cache.py``: ENCODER_RELOAD_ATOL). The setting is the plugin's
+# own, not among its SUPPORTED_PROPERTIES (OpenVINO 2026.4 accepts it; ``tests/test_cache.py``
+# fails if it is refused or has no effect). OpenVINO's cache key covers none of these:
+# ``settings_folder`` separates their blobs.
 GRAPH_SETTINGS: dict[str, dict[str, str]] = {
     "encoder": {"SNIPPETS_MODE": "DISABLE"},
     "decoder": {},
