@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching windows-check overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill gpu-kit cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-decoder-window bench-new-sources clean
+.PHONY: help venv export demo test lint agreement startup batching windows-check overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill gpu-kit cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-decoder-window bench-encoder-snippets bench-new-sources clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-screen  the image screen's effect on speed: BUSI and HC18, with and without it"
 	@echo "make bench-decoder-batch  decoder batches' effect on speed: many-box Microscopy, batched and one box per call"
 	@echo "make bench-decoder-window  decoder windows' effect on speed: many-box Microscopy, with and without"
+	@echo "make bench-encoder-snippets  encoders compiled without the CPU plugin's snippets: per case, with and without"
 	@echo "make split      write splits/public.csv (train/val by source, then patient / image)"
 	@echo "make startup    cold vs warm compiled-model cache start-up"
 	@echo "make batching   encoder slices and decoder boxes per call: does batching pay"
@@ -89,6 +90,9 @@ bench-decoder-batch: $(MANIFEST)
 
 bench-decoder-window: $(MANIFEST)
 	$(PY) -m evaluation.lever_bench decoder-window
+
+bench-encoder-snippets: $(MANIFEST)
+	$(PY) -m evaluation.lever_bench encoder-snippets
 
 split:
 	$(PY) -m evaluation.split --data $(TRAIN_DATA)

@@ -65,6 +65,17 @@ GRAPH_SETTINGS: dict[str, dict[str, str]] = {
     "encoder": {"SNIPPETS_MODE": "DISABLE"},
     "decoder": {},
 }
+# "1": encoders keep the plugin's snippets, as before stop 42 (``make bench-encoder-snippets``
+# times the product both ways).
+ENCODER_SNIPPETS_ENV = "SEG_ENCODER_SNIPPETS"
+
+
+def graph_settings() -> dict[str, dict[str, str]]:
+    """``GRAPH_SETTINGS`` as this process compiles them (``ENCODER_SNIPPETS_ENV``)."""
+    if os.environ.get(ENCODER_SNIPPETS_ENV) != "1":
+        return GRAPH_SETTINGS
+    encoder = {k: v for k, v in GRAPH_SETTINGS["encoder"].items() if k != "SNIPPETS_MODE"}
+    return {**GRAPH_SETTINGS, "encoder": encoder}
 
 
 def compile_config(
@@ -81,7 +92,7 @@ def compile_config(
         hints.execution_mode: hints.ExecutionMode.ACCURACY,
         hints.performance_mode: hints.PerformanceMode.LATENCY,
         hints.num_requests: 1,
-        **GRAPH_SETTINGS[graph],
+        **graph_settings()[graph],
     }
     if threads:
         config[props.inference_num_threads] = threads
@@ -89,11 +100,11 @@ def compile_config(
 
 
 def settings_folder() -> str:
-    """The cache subfolder of this build's ``GRAPH_SETTINGS``: OpenVINO keys a blob of a graph
+    """The cache subfolder of this process's ``graph_settings()``: OpenVINO keys a blob of a graph
     read from a file by its path and the device name only, and a blob keeps the settings it was
     compiled with (an encoder compiled with snippets and loaded without computes with them, and
     loads no faster). Blobs compiled under other settings stay in their own folder, unread."""
-    text = json.dumps(GRAPH_SETTINGS, sort_keys=True)
+    text = json.dumps(graph_settings(), sort_keys=True)
     return "settings-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -108,6 +108,19 @@ LEVERS: dict[str, Lever] = {
         MANY_BOX_SETS,
         off_env={"SEG_DECODER_BATCH": "1"},
     ),
+    "encoder-snippets": Lever(
+        "Encoders compiled without snippets and per-case speed",
+        Path("reports/bench/encoder_snippets"),
+        "without snippets",
+        "with snippets",
+        "the same models with `SEG_ENCODER_SNIPPETS=1` (encoders compiled with the CPU plugin's "
+        "snippets: the product before stop 42)",
+        tuple(
+            CaseSet(group.split()[0].lower(), DATA_ROOTS["public"], group, 3, f"{group}, the first 3 cases")
+            for group in ("CT 2D", "Dermoscopy 2D", "Microscopy 2D", "XRay 2D", "CT 3D")
+        ),
+        off_env={"SEG_ENCODER_SNIPPETS": "1"},
+    ),
     "decoder-window": Lever(
         "Decoder windows and per-case speed",
         Path("reports/bench/decoder_window"),

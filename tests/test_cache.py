@@ -199,6 +199,10 @@ def test_the_cache_folder_is_named_by_the_compile_settings(
 
     first = sessions.cache_dir_from(tmp_path)
     assert first == tmp_path / sessions.settings_folder() and first.is_dir()
-    monkeypatch.setitem(sessions.GRAPH_SETTINGS, "encoder", {})
+    monkeypatch.setenv(sessions.ENCODER_SNIPPETS_ENV, "1")  # the product before stop 42
+    assert "SNIPPETS_MODE" not in sessions.compile_config(graph="encoder")
     second = sessions.cache_dir_from(tmp_path)
     assert second is not None and second.parent == tmp_path and second != first
+    monkeypatch.delenv(sessions.ENCODER_SNIPPETS_ENV)
+    monkeypatch.setitem(sessions.GRAPH_SETTINGS, "encoder", {"SNIPPETS_MODE": "DISABLE", "OTHER": "1"})
+    assert sessions.cache_dir_from(tmp_path) not in (first, second)
