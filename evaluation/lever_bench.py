@@ -116,7 +116,9 @@ LEVERS: dict[str, Lever] = {
         "the same models with `SEG_ENCODER_SNIPPETS=1` (encoders compiled with the CPU plugin's "
         "snippets: the product before stop 42)",
         tuple(
-            CaseSet(group.split()[0].lower(), DATA_ROOTS["public"], group, 3, f"{group}, the first 3 cases")
+            CaseSet(
+                group.lower().replace(" ", "_"), DATA_ROOTS["public"], group, 3, f"{group}, the first 3 cases"
+            )
             for group in ("CT 2D", "Dermoscopy 2D", "Microscopy 2D", "XRay 2D", "CT 3D")
         ),
         off_env={"SEG_ENCODER_SNIPPETS": "1"},
