@@ -92,7 +92,7 @@ bench-decoder-window: $(MANIFEST)
 	$(PY) -m evaluation.lever_bench decoder-window
 
 bench-encoder-snippets: $(MANIFEST)
-	$(PY) -m evaluation.lever_bench encoder-snippets
+	$(PY) -m evaluation.lever_bench encoder-snippets --app-only
 
 split:
 	$(PY) -m evaluation.split --data $(TRAIN_DATA)

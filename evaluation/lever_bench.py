@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import os
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.machine import describe
 from common.paths import MODELS
 from common.process import timed_process
 from common.reports import write_report
@@ -212,15 +214,19 @@ def paired_rows(case_set: CaseSet, lever: Lever, seconds: dict[str, dict[str, li
     return rows
 
 
-def readme(name: str, lever: Lever, rows: list[str], paired: list[str], rounds: int) -> list[str]:
+def readme(
+    name: str, lever: Lever, rows: list[str], paired: list[str], rounds: int, argv: list[str]
+) -> list[str]:
     return [
         f"# {lever.title}",
         "",
-        f"Command: `make bench-{name}` (`python -m evaluation.lever_bench {name}`). Each row is one "
+        f"Command: `make bench-{name}` (`python -m evaluation.lever_bench {' '.join(argv)}`), "
+        f"{datetime.date.today().isoformat()}. Machine: {describe()}. Each row is one "
         "`evaluation.bench` run (its report in the folder named `<set>_<variant>/`): one fresh process "
         f"per case, app and baseline alternating. *{lever.on}*: the shipped product; *{lever.off}*: "
         f"{lever.off_what}. Compare the speed-ups (each against the baseline run beside it), not the "
-        "seconds of two runs minutes apart.",
+        "seconds of two runs minutes apart."
+        + (" With `--app-only` no such run is made: the table below is the result." if not rows else ""),
         "",
         "| cases | app | cases timed | app s (median) | baseline s (median) | speed-up median [min, max] | "
         "app peak RSS MB (median) |",
@@ -269,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             # high-water mark from an earlier run (bench measures encoders in-process at its end)
             subprocess.run(bench_command(case_set, models, report), check=True, env={**os.environ, **env})
             rows.append(ratio_row(case_set, variant, report.parent / "runs.csv"))
-    write_report(out / "README.md", readme(args.lever, lever, rows, paired, args.rounds))
+    argv_used = sys.argv[1:] if argv is None else argv
+    write_report(out / "README.md", readme(args.lever, lever, rows, paired, args.rounds, argv_used))
     return 0
 
 

@@ -339,6 +339,25 @@ def test_lever_bench_pairs_the_app_on_and_off_case_by_case() -> None:
     assert rows[3] == "| microscopy | **median of the cases** | | | **0.95x** |"
 
 
+def test_lever_bench_report_names_its_command_machine_and_an_app_only_run() -> None:
+    """The report says how it was made (arguments, date, machine), and that an ``--app-only``
+    run made no runs against the baseline."""
+    from common.machine import describe
+    from evaluation.lever_bench import LEVERS, readme
+
+    lever = LEVERS["encoder-snippets"]
+    paired = ["| ct_2d | a.npz | 1.00 (3) | 1.10 (3) | 0.91x |"]
+    text = "\n".join(readme("encoder-snippets", lever, [], paired, 3, ["encoder-snippets", "--app-only"]))
+    assert "`python -m evaluation.lever_bench encoder-snippets --app-only`" in text
+    assert describe() in text and "With `--app-only` no such run is made" in text
+    groups = ["CT 2D", "Dermoscopy 2D", "Microscopy 2D", "XRay 2D", "CT 3D"]
+    assert [c.group for c in lever.case_sets] == groups
+    assert len({c.label for c in lever.case_sets}) == len(lever.case_sets)  # one folder per set
+    assert lever.off_env == {"SEG_ENCODER_SNIPPETS": "1"}
+    with_rows = "\n".join(readme("encoder-snippets", lever, ["| row |"], paired, 3, ["encoder-snippets"]))
+    assert "--app-only" not in with_rows
+
+
 def test_windows_check_compares_the_many_box_images_with_and_without_windows(tmp_path) -> None:
     """``make windows-check`` on a generated corpus: only the image with BATCHED_FROM+ boxes is
     picked, the app runs it with windows off and on, and the report's row says the two agree."""
