@@ -1,5 +1,5 @@
-"""``make bench-screen``, ``make bench-decoder-batch``, ``make bench-decoder-window``: one speed
-lever, on and off, per case.
+"""``make bench-screen``, ``make bench-decoder-batch``, ``make bench-decoder-window``, ``make
+bench-encoder-snippets``: one speed lever, on and off, per case.
 
 For each case set of a lever (``LEVERS``), ``make bench``'s protocol (``evaluation/bench.py``:
 one fresh process per case, app and baseline alternating) runs twice: the shipped product (the
