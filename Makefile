@@ -9,7 +9,7 @@ DATA ?= ../shared/data/public
 # Training and the specialists' gate see both corpora (public2: the further sources, validation by source).
 TRAIN_DATA ?= $(DATA) ../shared/data/public2
 
-.PHONY: help venv export demo test lint agreement startup batching windows-check overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill gpu-kit cohort-bench precision-probe precision-gate screen bench-screen bench-decoder-batch bench-decoder-window bench-encoder-snippets bench-new-sources clean
+.PHONY: help venv export demo test lint agreement startup batching windows-check overlap graph-forms memcheck eval bench split image container-test train-specialists student-candidates distill gpu-kit cohort-bench precision-probe precision-gate derived-slices screen bench-screen bench-decoder-batch bench-decoder-window bench-encoder-snippets bench-new-sources clean
 
 help:
 	@echo "make demo       set up .venv, export the model, run the appliance on the embedded demo"
@@ -38,6 +38,7 @@ help:
 	@echo "make gpu-kit    pack the train views and the teacher for a distillation on a lent GPU (build/gpu_kit)"
 	@echo "make cohort-bench  cases/min: per-case processes vs one process vs shards vs Dask (reports/cohort.md)"
 	@echo "make precision-probe  bf16 and NNCF int8 encoders: speed on this CPU, masks vs fp32 (reports/precision; needs ../shared)"
+	@echo "make derived-slices  2D CT validation cases cut from the CT validation volumes (build/derived/slices; needs ../shared)"
 	@echo "make precision-gate  which routes may run bf16 (every graph, else the encoder alone): the product at fp32 vs each on validation, per source (needs ../shared and a CPU with native bf16)"
 	@echo "make screen     fit the US specialist's image screen against its router on every 2D image (needs TRAIN_DATA)"
 	@echo "make lint       ruff"
@@ -121,8 +122,14 @@ cohort-bench: $(MANIFEST)
 precision-probe: $(MANIFEST)
 	$(PY) -m evaluation.precision_probe
 
-precision-gate: $(MANIFEST)
-	$(PY) -m evaluation.precision_gate --data $(TRAIN_DATA)
+# 2D validation cases cut from the CT validation volumes (evaluation/derived_slices.py): the CT 2D
+# route has 2 validation cases of its own, too few for a gate.
+DERIVED := build/derived/slices
+derived-slices:
+	$(PY) -m evaluation.derived_slices --data $(TRAIN_DATA) --out $(DERIVED)
+
+precision-gate: $(MANIFEST) derived-slices
+	$(PY) -m evaluation.precision_gate --data $(TRAIN_DATA) --derived $(DERIVED)
 
 # The image screen of a specialist over the student encoder (app/screen.py): fitted on its
 # training images, calibrated against its shipped router on every 2D image of TRAIN_DATA.

@@ -5,9 +5,12 @@ The product as shipped (specialists, routers, the cascade) runs the validation c
 then the encoder alone at bf16 on the routes the first did not pass), and each is scored against
 fp32 with the challenge metrics. A route (dims, modality) takes the first candidate under which
 RULE holds on it (at least 3 cases) and on every validation source of it: within half a DSC
-point and one NSD point of fp32. The routes that pass are written to ``weights/precision.json``,
-which ``make export`` copies into the manifest's ``precision`` rows; the reports go to
-``reports/precision_gate/`` (the first candidate) and ``reports/precision_gate/<candidate>/``.
+point and one NSD point of fp32. ``--derived`` adds 2D cases cut from validation volumes
+(``make derived-slices``): CT 2D has 2 validation cases of its own, too few for any route to be
+decided on, and its slices come from sources of their own (``IBSISTS-slices``). The routes
+that pass are written to ``weights/precision.json``, which ``make export`` copies into the
+manifest's ``precision`` rows; the reports go to ``reports/precision_gate/`` (the first
+candidate) and ``reports/precision_gate/<candidate>/``.
 Needs a CPU with native bf16 (on any other the product never runs bf16, so there is nothing to
 gate) and ``../shared``.
 """
@@ -30,8 +33,10 @@ from app.routing import modality
 from common.machine import cpu_model_name
 from common.paths import MODELS
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
+from evaluation.derived_slices import derived_val_cases
 from evaluation.evaluate import score_one
 from evaluation.runner import DEFAULT_WORK, output_folder, run_missing, with_precision
+from evaluation.split import read_split
 from modeling.registry import WEIGHTS_DIR
 from train.gate import ALL, STUDENT_RULE, GateResult, decisions, route_results, row_verdict, write_report
 from train.groups import GROUPS, group_of
@@ -128,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.precision_gate", description=__doc__)
     parser.add_argument("--data", type=Path, nargs="+", default=list(DEFAULT_DATA), help="data folders")
     parser.add_argument("--split", type=Path, default=Path("splits/public.csv"))
+    parser.add_argument(
+        "--derived",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="folders of 2D cases cut from validation volumes (make derived-slices): all join validation",
+    )
     parser.add_argument("--models", type=Path, default=MODELS)
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="app runs (shared, resumable)")
     parser.add_argument("--out", type=Path, default=Path("reports/precision_gate"))
@@ -139,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not any(d.is_dir() for d in args.data):
         parser.error(f"no data folder among {args.data}")
-    data = as_one_folder(args.data)
-    names = sorted(p.name for p in split_paths(args.split, data)["val"] if group_of(p.name))
+    data = as_one_folder([*args.data, *args.derived])
+    derived = [n for folder in args.derived for n in derived_val_cases(folder, read_split(args.split))]
+    names = sorted([p.name for p in split_paths(args.split, data)["val"]] + derived)
+    names = [n for n in names if group_of(n)]
     command = f"{COMMAND}, {date.today().isoformat()}, {cpu_model_name()}, OpenVINO {ov.__version__}"
     accepted: list[dict[str, Any]] = []
     for candidate in CANDIDATES:
