@@ -38,7 +38,16 @@ from evaluation.evaluate import score_one
 from evaluation.runner import DEFAULT_WORK, output_folder, run_missing, with_precision
 from evaluation.split import read_split
 from modeling.registry import WEIGHTS_DIR
-from train.gate import ALL, STUDENT_RULE, GateResult, decisions, route_results, row_verdict, write_report
+from train.gate import (
+    ALL,
+    STUDENT_RULE,
+    VALIDATION_CASES,
+    GateResult,
+    decisions,
+    route_results,
+    row_verdict,
+    write_report,
+)
 from train.groups import GROUPS, group_of
 from train.samples import split_paths
 
@@ -51,7 +60,12 @@ RULE = replace(
     text="the candidate's validation mean DSC >= fp32's - 0.005 (within half a point) and mean NSD >= "
     "fp32's - 0.01, on >= 3 cases, on the route and on every validation source of it",
 )
-COMMAND = "make precision-gate (python -m evaluation.precision_gate)"
+COMMAND = "python -m evaluation.precision_gate"
+# The report's account of its cases when --derived adds some.
+DERIVED_CASES = (
+    VALIDATION_CASES + ", and 2D cases cut from the validation volumes (`make derived-slices`: a few "
+    "middle slices of each CT validation volume, its objects boxed tightly; their sources end in `-slices`)"
+)
 
 
 Route = tuple[int, str]  # (spatial dims, canonical modality)
@@ -108,7 +122,14 @@ def report_folder(out: Path, candidate: str) -> Path:
 
 
 def gate_candidate(
-    candidate: str, names: list[str], data: Path, work: Path, models: Path, out: Path, command: str
+    candidate: str,
+    names: list[str],
+    data: Path,
+    work: Path,
+    models: Path,
+    out: Path,
+    command: str,
+    cases: str = VALIDATION_CASES,
 ) -> list[dict[str, Any]]:
     """Run ``names`` at fp32 and at ``candidate`` (runs kept in ``work``, resumable), score both,
     write the candidate's report, and return the precision rows of the routes that pass."""
@@ -125,7 +146,7 @@ def gate_candidate(
     val_names = {g: [n for n in names if group_of(n) == g] for g in GROUPS}
     results = route_results(rows, {g: v for g, v in val_names.items() if v}, RULE)
     folder, say = report_folder(out, candidate), verdict_of(candidate)
-    write_report(results, rows, folder, command, what=candidate, say=say, base="fp32")
+    write_report(results, rows, folder, command, what=candidate, say=say, base="fp32", cases=cases)
     return accepted_rows(results, candidate)
 
 
@@ -155,12 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     derived = [n for folder in args.derived for n in derived_val_cases(folder, read_split(args.split))]
     names = sorted([p.name for p in split_paths(args.split, data)["val"]] + derived)
     names = [n for n in names if group_of(n)]
-    command = f"{COMMAND}, {date.today().isoformat()}, {cpu_model_name()}, OpenVINO {ov.__version__}"
+    run = " ".join([COMMAND, *(["--derived", *map(str, args.derived)] if args.derived else [])])
+    where = f"{date.today().isoformat()}, {cpu_model_name()}, OpenVINO {ov.__version__}"
+    command = f"make precision-gate ({run}), {where}"
     accepted: list[dict[str, Any]] = []
     for candidate in CANDIDATES:
         todo = still_open(names, accepted)
         if todo:
-            accepted += gate_candidate(candidate, todo, data, args.work, args.models, args.out, command)
+            cases = DERIVED_CASES if derived else VALIDATION_CASES
+            folders = (data, args.work, args.models, args.out)
+            accepted += gate_candidate(candidate, todo, *folders, command, cases)
     decision = {"command": command, "rule": RULE.text, "rows": accepted}
     (args.weights / PRECISION_FILE).write_text(json.dumps(decision, indent=2) + "\n")
     routes = ", ".join(f"{r['modality']} {r['dims']}D ({r['precision']})" for r in accepted) or "none"

@@ -293,6 +293,10 @@ def write_cases_csv(path: Path, rows: list[dict[str, object]]) -> None:
     write_csv(path, rows)
 
 
+# What a gate's validation cases are, as its report says it.
+VALIDATION_CASES = "the `val` rows of `splits/public.csv` per group (split by source image / patient)"
+
+
 def write_report(
     results: list[GateResult],
     rows: list[dict[str, object]],
@@ -302,20 +306,22 @@ def write_report(
     trained_on: set[str] | None = None,
     say: Callable[[list[GateResult], GateResult], str] = row_verdict,
     base: str = "LiteMedSAM",
+    cases: str = VALIDATION_CASES,
 ) -> None:
     """``out/README.md`` (one table row per result; with ``trained_on``, the sources the candidate
     trained on, every other source row is marked *unseen*), ``gate_cases.csv``, ``gate.json``,
     ``gate.png``. ``say``: each row's verdict (``probe_verdict`` when nothing is decided);
-    ``base``: what the candidate is measured against (the general model, or fp32)."""
+    ``base``: what the candidate is measured against (the general model, or fp32); ``cases``: which
+    validation cases these are, said in the report."""
     out.mkdir(parents=True, exist_ok=True)
     write_cases_csv(out / "gate_cases.csv", rows)
+    reference = "the general model" if base == "LiteMedSAM" else "the reference"
     lines = [
         f"# {what.capitalize()}: validation gate",
         "",
-        f"Command: `{command}`. Validation cases: the `val` rows of `splits/public.csv` per group "
-        "(split by source image / patient). Both columns are the app (OpenVINO) with the challenge "
-        f"metrics; {base} = {'the general model' if base == 'LiteMedSAM' else 'the reference'}, {what} = the "
-        f"candidate. Rule: {results[0].rule.text}, "
+        f"Command: `{command}`. Validation cases: {cases}. Both columns are the app (OpenVINO) with "
+        f"the challenge metrics; {base} = {reference}, "
+        f"{what} = the candidate. Rule: {results[0].rule.text}, "
         + (
             "decided per route (dims, modality): a group's model serves only the routes that pass."
             if base == "LiteMedSAM"
