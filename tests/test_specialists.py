@@ -19,7 +19,9 @@ from train.gate import (
     STUDENT_RULE,
     Rule,
     candidate_card,
+    change_interval,
     decisions,
+    dsc_changes,
     group_means,
     passes_gate,
     probe_verdict,
@@ -204,8 +206,35 @@ def test_student_gate_report_marks_the_sources_it_never_trained_on(tmp_path: Pat
     write_report(route_results(rows, {"ct_3d": names}, STUDENT_RULE), rows, tmp_path, "cmd", "student", {"A"})
     table = (tmp_path / "README.md").read_text()
     assert "| ct_3d: CT 3D / B (*unseen*) | 1 |" in table and "| ct_3d: CT 3D / A | 3 |" in table
-    assert "| ct_3d: CT 3D | 4 | 0.8000 | 0.8000 | +0.0000 | 0.8000 | 0.8000 | shipped |" in table
+    row = "| ct_3d: CT 3D | 4 | 0.8000 | 0.8000 | +0.0000 | [+0.0000, +0.0000] | 0.8000 | 0.8000 | shipped |"
+    assert row in table
     assert json.loads((tmp_path / "gate.json").read_text())[2]["verdict"] == "within the rule"
+
+
+def test_the_interval_of_a_gain_is_a_seeded_paired_bootstrap_of_its_cases() -> None:
+    changes = np.array([-0.02, 0.0, 0.01, -0.01, 0.03, np.nan])  # the NaN case is skipped
+    low, high = change_interval(changes)
+    assert low < np.nanmean(changes) < high
+    assert -0.02 <= low and high <= 0.03  # a mean of resampled cases stays within their range
+    assert change_interval(changes) == (low, high)  # seeded
+    wider = change_interval(changes, level=0.99)
+    assert wider[0] <= low and high <= wider[1]
+    assert change_interval(np.full(4, 0.005)) == pytest.approx((0.005, 0.005))  # no spread: none
+    assert all(math.isnan(v) for v in change_interval(np.array([np.nan])))
+    one_big_loss = np.array([0.0] * 11 + [-0.12])  # 12 cases, one loses 12 points: mean -1 point
+    low, high = change_interval(one_big_loss)
+    assert low < -0.005 and high == 0.0  # the rule's line lies inside: the loss could be noise
+
+
+def test_dsc_changes_pair_each_case_and_skip_a_missing_score() -> None:
+    rows = [
+        student_row("a", 0.8, 0.9),
+        student_row("b", 0.7, 0.6),
+        {**student_row("c", 0.5, 0.5), "spec_dsc": ""},
+    ]
+    got = dsc_changes(rows, ["a", "c", "b"])
+    assert got[:2] == pytest.approx([0.1, -0.1]) and math.isnan(got[2])
+    assert route_results(rows[:2], {"ct_3d": ["a", "b"]}, STUDENT_RULE)[0].dsc_interval[0] < 0
 
 
 def test_provenance_names_sources_and_terms() -> None:

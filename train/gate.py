@@ -82,6 +82,7 @@ class GateResult:
     spec_nsd: float
     rule: Rule = SPECIALIST_RULE
     source: str = ALL  # ALL: the route (or group) pooled; else one validation source of the route
+    dsc_interval: tuple[float, float] = (math.nan, math.nan)  # change_interval of the DSC change
 
     @property
     def accepted(self) -> bool:
@@ -193,6 +194,36 @@ def write_candidate(folder: Path, card: dict[str, Any], weights: Path) -> None:
     (folder / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
+# Each report row's mean DSC change comes with an interval: a paired bootstrap over the row's
+# cases (cases resampled with replacement, each keeping both systems' scores), the spread that
+# other cases of the same kind could give. It informs the reader (a -0.57 point change on a source
+# of 12 noisy cases is not a -0.57 point change on 200); the rule alone decides.
+INTERVAL_LEVEL = 0.9
+INTERVAL_RESAMPLES = 2000
+
+
+def change_interval(
+    changes: np.ndarray, level: float = INTERVAL_LEVEL, resamples: int = INTERVAL_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """(N,) per-case changes (candidate - base; NaN skipped) -> the (low, high) central ``level``
+    percentile interval of their mean over ``resamples`` bootstrap resamples of the cases, seeded
+    (the same changes give the same interval); (NaN, NaN) without a case."""
+    changes = changes[~np.isnan(changes)]
+    if len(changes) == 0:
+        return math.nan, math.nan
+    picks = np.random.default_rng(seed).integers(0, len(changes), size=(resamples, len(changes)))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(changes[picks].mean(axis=1), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def dsc_changes(rows: list[dict[str, object]], names: list[str]) -> np.ndarray:
+    """(N,) specialist DSC - base DSC of the cases of ``names`` scored by both (NaN otherwise)."""
+    chosen = [r for r in rows if r["case"] in set(names)]
+    pairs = [(r["base_dsc"], r["spec_dsc"]) for r in chosen]
+    return np.array([float(s) - float(b) if "" not in (b, s) else math.nan for b, s in pairs], dtype=float)
+
+
 def group_means(rows: list[dict[str, object]], names: list[str]) -> tuple[float, float, float, float]:
     """(base DSC, base NSD, specialist DSC, specialist NSD) means over ``names`` (NaN NSD skipped)."""
     chosen = [r for r in rows if r["case"] in set(names)]
@@ -255,16 +286,21 @@ def route_results(
             if r["case"] in names:
                 by_mod.setdefault(str(r["modality"]), []).append(str(r["case"]))
         for mod, cases in sorted(by_mod.items()):
-            results.append(GateResult(group, dims, mod, len(cases), *group_means(rows, cases), rule))
+            spread = change_interval(dsc_changes(rows, cases))
+            results.append(
+                GateResult(group, dims, mod, len(cases), *group_means(rows, cases), rule, ALL, spread)
+            )
             if not rule.per_source:
                 continue
             by_source: dict[str, list[str]] = {}
             for case in cases:
                 by_source.setdefault(source_tag(case), []).append(case)
             for source, picked in sorted(by_source.items()):
-                means = group_means(rows, picked)
-                results.append(GateResult(group, dims, mod, len(picked), *means, rule, source))
-        results.append(GateResult(group, dims, ALL, len(names), *group_means(rows, sorted(names)), rule))
+                means, spread = group_means(rows, picked), change_interval(dsc_changes(rows, picked))
+                results.append(GateResult(group, dims, mod, len(picked), *means, rule, source, spread))
+        everything = sorted(names)
+        means, spread = group_means(rows, everything), change_interval(dsc_changes(rows, everything))
+        results.append(GateResult(group, dims, ALL, len(names), *means, rule, ALL, spread))
     return results
 
 
@@ -291,6 +327,12 @@ def group_validation(results: list[GateResult], group: str, command: str) -> dic
 def write_cases_csv(path: Path, rows: list[dict[str, object]]) -> None:
     """A gate's per-case rows as CSV (columns: the first row's keys)."""
     write_csv(path, rows)
+
+
+def interval_text(interval: tuple[float, float]) -> str:
+    """``[-0.0123, +0.0045]``; a dash when there is none."""
+    low, high = interval
+    return "-" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
 
 
 # What a gate's validation cases are, as its report says it.
@@ -327,10 +369,14 @@ def write_report(
             if base == "LiteMedSAM"
             else f"decided per route (dims, modality): only the routes that pass run {what}."
         )
-        + (" *Unseen*: a source the candidate never trained on." if trained_on is not None else ""),
+        + (" *Unseen*: a source the candidate never trained on." if trained_on is not None else "")
+        + f" *{INTERVAL_LEVEL:.0%} interval*: of the DSC gain, a paired bootstrap over the row's cases "
+        f"({INTERVAL_RESAMPLES} resamples, seeded): how far other cases of the same kind could move it; "
+        "it informs, the rule decides.",
         "",
-        f"| group: route | val cases | {base} DSC | {what} DSC | gain | {base} NSD | {what} NSD | shipped |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| group: route | val cases | {base} DSC | {what} DSC | gain | {INTERVAL_LEVEL:.0%} interval | "
+        f"{base} NSD | {what} NSD | shipped |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         decided = say(results, r)
@@ -338,7 +384,8 @@ def write_report(
         label = f"{r.label} (*unseen*)" if unseen else r.label
         lines.append(
             f"| {label} | {r.cases} | {r.base_dsc:.4f} | {r.spec_dsc:.4f} | "
-            f"{r.spec_dsc - r.base_dsc:+.4f} | {r.base_nsd:.4f} | {r.spec_nsd:.4f} | {decided} |"
+            f"{r.spec_dsc - r.base_dsc:+.4f} | {interval_text(r.dsc_interval)} | {r.base_nsd:.4f} | "
+            f"{r.spec_nsd:.4f} | {decided} |"
         )
     lines += ["", "![validation DSC and NSD per group](gate.png)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
