@@ -103,7 +103,9 @@ def test_the_kit_holds_grey_and_colour_views_of_the_train_split_only(tmp_path: P
     assert main(["--data", str(data), "--split", str(split), "--out", str(kit), "--budget-mib", "0.01"]) == 1
 
 
-def test_a_gpu_run_on_the_cpu_writes_a_carry_that_is_judged_here(tmp_path: Path, models_dir: Path) -> None:
+def test_a_gpu_run_on_the_cpu_writes_a_carry_that_is_judged_here(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from train.distill.__main__ import main as distill_main
     from train.distill.gpu import main as gpu_main
     from train.distill.kit import main as kit_main
@@ -134,6 +136,26 @@ def test_a_gpu_run_on_the_cpu_writes_a_carry_that_is_judged_here(tmp_path: Path,
         distill_main(
             [*judged[: judged.index("--student")], "--student", "tinyvit_r128d", "--evaluate", str(carry)]
         )
+    # --gate on a carry: the app runs are stood in for (the same scores for both systems), the
+    # card and the report are the gate's own; nothing passes on one case, so nothing ships
+    import train.distill.gate as student_gate
+    from train.gate import route_results
+
+    def same_scores(val_names: dict, data: Path, gate_dir: Path, rule: object, models: Path) -> tuple:
+        scores = {"base_dsc": 0.8, "base_nsd": 0.8, "spec_dsc": 0.8, "spec_nsd": 0.8}
+        rows = [{"case": n, "modality": "US", **scores} for names in val_names.values() for n in names]
+        return route_results(rows, val_names, rule), rows
+
+    monkeypatch.setattr(student_gate, "run_gate", same_scores)
+    weights, gate_dir = tmp_path / "weights", tmp_path / "gate"
+    weights.mkdir()
+    assert distill_main([*judged, "--gate", "--weights", str(weights), "--gate-dir", str(gate_dir)]) == 0
+    gated = (report / "gate" / "README.md").read_text()
+    assert f"--evaluate {carry} --gate" in gated
+    assert "| us_2d: US 2D / b (*unseen*) | 1 |" in gated  # the kit trained on a and c only
+    card = json.loads((gate_dir / "weights" / "student_tinyvit_r112d" / "card.json").read_text())
+    assert card["training"]["sources"].keys() == {"a", "c"}
+    assert not any(weights.iterdir())  # one val case: no route can pass, nothing ships
 
 
 def test_travel_slims_the_index_for_the_device_and_restores_it(tmp_path: Path) -> None:

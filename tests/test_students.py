@@ -401,7 +401,7 @@ def test_a_partial_student_gate_refuses_to_replace_a_shipped_students_routes(tmp
     (tmp_path / "student_x" / "card.json").write_text(json.dumps(card))
     args = argparse.Namespace(weights=tmp_path, gate_groups=["mr_3d"], student="x", probe=False)
     with pytest.raises(SystemExit, match="gate every group"):
-        gate_student("student_x", tmp_path / "enc.pt", [], tmp_path, args, {})
+        gate_student("student_x", tmp_path / "enc.pt", [], tmp_path, args, {}, "python -m train.distill")
 
 
 def test_random_boxes_lie_inside_the_resized_image_and_are_seeded() -> None:
@@ -498,6 +498,7 @@ def test_the_student_gate_runs_the_app_on_the_models_it_is_given(
     (tmp_path / "e.pt").write_bytes(b"weights")
     with pytest.raises(RuntimeError, match="stop here"):
         case = Path("2DBox_US_a_1.npz")
-        gate.gate_student("student_mobile_s", tmp_path / "e.pt", [case], tmp_path, args, training)
+        run = "python -m train.distill --student mobile_s"
+        gate.gate_student("student_mobile_s", tmp_path / "e.pt", [case], tmp_path, args, training, run)
     assert seen["models"] == tmp_path / "elsewhere"
     assert seen["val_names"] == {"us_2d": ["2DBox_US_a_1.npz"]}

@@ -63,7 +63,7 @@ from train.distill.loop import (
     run_name,
     student_embeddings,
 )
-from train.distill.report import plot_log, write_carry_summary, write_log, write_summary
+from train.distill.report import command_of, plot_log, write_carry_summary, write_log, write_summary
 from train.distill.samples import load_arrays, slice_sources, train_labels, train_sample, val_sample
 from train.groups import GROUPS
 from train.losses import MASK_DISTILLATION_LOSSES
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             "config": asdict(cfg), "teacher_proxy_val_dice": teacher_dice,
             "student_proxy_val_dice": log[-1].get("val_dice"),
         }  # fmt: skip
-        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training)
+        run = command_of(cfg, args.start_from)
+        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training, run)
     return 0
 
 
@@ -237,9 +238,12 @@ def evaluate_carry(
             "command": f"python -m train.distill.gpu (carry {args.evaluate})",
             "data": f"the kit: train rows of {args.split} (masks not used)",
             "config": state["config"], "steps": state["step"],
+            # the kit holds the train rows of the split (train.distill.kit)
+            "sources": sources_of([p.name for p in cases["train"]]),
             "teacher_proxy_val_dice": teacher_dice, "student_proxy_val_dice": student_dice,
         }  # fmt: skip
-        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training)
+        run = f"python -m train.distill --student {cfg.student} --evaluate {args.evaluate}"
+        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training, run)
     return 0
 
 

@@ -13,8 +13,6 @@ from app.routing import modality
 from modeling.architectures.sam import build_architecture, encoder_gflops
 from modeling.checkpoint import sha256_file
 from modeling.registry import BASE_KEY, CARD_NAME
-from train.distill.loop import DistillConfig
-from train.distill.report import command_of
 from train.gate import (
     STUDENT_RULE,
     decisions,
@@ -91,11 +89,19 @@ def hand_over(weights: Path, remaining: dict[str, set[Route]], cards: dict[str, 
 
 
 def gate_student(
-    key: str, weights: Path, val_cases: list[Path], data: Path, args: argparse.Namespace, training: dict
+    key: str,
+    weights: Path,
+    val_cases: list[Path],
+    data: Path,
+    args: argparse.Namespace,
+    training: dict,
+    run: str,
 ) -> None:
     """Export the student, run the gate on every route (dims, modality) no specialist serves,
     ship it for the routes that pass. ``args.probe``: the same on every route, specialists' too,
-    into ``<report>/probe/``; nothing ships (how far the student is from serving them)."""
+    into ``<report>/probe/``; nothing ships (how far the student is from serving them).
+    ``training``: the card's account of the run (``sources``: the sources it trained on, the
+    report's *unseen* marks); ``run``: the command that judges it again, named in the report."""
     shipped = read_cards(args.weights)
     if args.gate_groups and key in shipped and not args.probe:
         msg = (f"distill gate: {key} already ships ({sorted(card_routes(shipped[key]))}); a gate of only "
@@ -134,7 +140,6 @@ def gate_student(
     gate_dir = args.gate_dir / "probe" if args.probe else args.gate_dir
     shutil.rmtree(gate_dir / "weights", ignore_errors=True)
     write_candidate(gate_dir / "weights" / key, card, weights)
-    run = command_of(DistillConfig(**training["config"]), args.start_from)
     command = f"{run} --probe (every route; ships nothing)" if args.probe else f"make distill ({run} --gate)"
     results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE, models=args.models)
     report = args.report / ("probe" if args.probe else "gate")
