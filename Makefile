@@ -158,8 +158,8 @@ student-candidates: $(MANIFEST)
 #   --kd-weight 0.05 --kd-boxes 1 --kd-prompts objects --kd-loss bce --steps 400 --val-every 200
 #   --start-from checkpoints/distill/tinyvit_r112d.pt
 DISTILL_ARGS ?=
-distill: $(MANIFEST)
-	$(PY) -m train.distill --data $(TRAIN_DATA) --gate $(DISTILL_ARGS)
+distill: $(MANIFEST) derived-slices
+	$(PY) -m train.distill --data $(TRAIN_DATA) --derived $(DERIVED) --gate $(DISTILL_ARGS)
 
 # The distillation on a lent GPU (README, Student encoder): pack the kit here, run
 # train.distill.gpu there, judge the carry here with `make distill DISTILL_ARGS="--evaluate ..."`.

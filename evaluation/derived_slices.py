@@ -75,6 +75,11 @@ def slice_case(image: np.ndarray, gts: np.ndarray, z: int) -> dict[str, np.ndarr
     return {"imgs": np.repeat(image[z][..., None], 3, axis=2), "gts": out, "boxes": boxes}
 
 
+def derived_source(source: str) -> str:
+    """The source tag of the slices cut from ``source``'s volumes: ``IBSISTS`` -> ``IBSISTS-slices``."""
+    return source + SOURCE_SUFFIX
+
+
 def derived_name(volume: str, z: int) -> str:
     """``3DBox_CT_IBSISTS_STS_003.npz``, 12 -> ``2DBox_CT_IBSISTS-slices_STS_003_z012.npz``."""
     stem = Path(volume).stem
@@ -82,7 +87,7 @@ def derived_name(volume: str, z: int) -> str:
     if len(parts) < 4 or case_dims(volume) != 3:
         msg = f"{volume}: not a 3DBox_<modality>_<source>_<id> case name"
         raise ValueError(msg)
-    parts[0], parts[2] = "2DBox", parts[2] + SOURCE_SUFFIX
+    parts[0], parts[2] = "2DBox", derived_source(parts[2])
     return "_".join(parts) + f"_z{z:03d}.npz"
 
 
@@ -130,6 +135,18 @@ def derived_val_cases(folder: Path, split: dict[str, str]) -> list[str]:
         msg = f"{folder / INDEX_NAME}: cut from volumes not in validation: {leaked[:5]}"
         raise ValueError(msg)
     return sorted(r["case"] for r in rows if (folder / r["case"]).is_file())
+
+
+def derived_paths(folders: list[Path], split_csv: Path, data: Path) -> list[Path]:
+    """The validation cases of each derived folder (``derived_val_cases``) as paths in ``data``
+    (the folder a tool presents every corpus in, ``evaluation.datasets.as_one_folder``). A folder
+    without its index is a ValueError that says how to make it."""
+    unmade = [str(f) for f in folders if not (f / INDEX_NAME).is_file()]
+    if unmade:
+        msg = f"--derived {' '.join(unmade)}: no {INDEX_NAME} there; run make derived-slices first"
+        raise ValueError(msg)
+    split = read_split(split_csv)
+    return [data / name for folder in folders for name in derived_val_cases(folder, split)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,9 @@ from app.routing import modality
 from common.machine import cpu_model_name
 from common.paths import MODELS
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
-from evaluation.derived_slices import INDEX_NAME, derived_val_cases
+from evaluation.derived_slices import derived_paths
 from evaluation.evaluate import score_one
 from evaluation.runner import DEFAULT_WORK, output_folder, run_missing, with_precision
-from evaluation.split import read_split
 from modeling.registry import WEIGHTS_DIR
 from train.gate import (
     ALL,
@@ -172,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not any(d.is_dir() for d in args.data):
         parser.error(f"no data folder among {args.data}")
-    unmade = [str(f) for f in args.derived if not (f / INDEX_NAME).is_file()]
-    if unmade:
-        parser.error(f"--derived {' '.join(unmade)}: no {INDEX_NAME} there; run make derived-slices first")
     data = as_one_folder([*args.data, *args.derived])
-    derived = [n for folder in args.derived for n in derived_val_cases(folder, read_split(args.split))]
+    try:
+        derived = [p.name for p in derived_paths(args.derived, args.split, data)]
+    except ValueError as exc:
+        parser.error(str(exc))
     names = sorted([p.name for p in split_paths(args.split, data)["val"]] + derived)
     names = [n for n in names if group_of(n)]
     run = " ".join([COMMAND, *(["--derived", *map(str, args.derived)] if args.derived else [])])

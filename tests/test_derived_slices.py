@@ -15,6 +15,8 @@ from evaluation.derived_slices import (
     INDEX_NAME,
     derive_volume,
     derived_name,
+    derived_paths,
+    derived_source,
     derived_val_cases,
     main,
     middle_slices,
@@ -117,3 +119,19 @@ def test_the_command_cuts_every_validation_volume_and_indexes_its_cases(tmp_path
     cases = derived_val_cases(out, {VOLUME: "val"})
     assert cases == [derived_name(VOLUME, 7), derived_name(VOLUME, 12)]
     assert sorted(p.name for p in out.glob("*.npz")) == cases
+
+
+def test_derived_paths_name_the_cases_where_the_tool_reads_them_and_need_an_index(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    save_volume(data / VOLUME)
+    split = tmp_path / "split.csv"
+    split.write_text(f"case,split\n{VOLUME},val\n")
+    out = tmp_path / "out"
+    assert main(["--data", str(data), "--split", str(split), "--out", str(out), "--per-volume", "1"]) == 0
+    union = tmp_path / "union"
+    assert derived_paths([out], split, union) == [union / derived_name(VOLUME, 7)]  # the first middle slice
+    assert derived_paths([], split, union) == []
+    with pytest.raises(ValueError, match="run make derived-slices first"):
+        derived_paths([tmp_path / "never-made"], split, union)
+    assert derived_source("IBSISTS") == "IBSISTS-slices" == source_tag(derived_name(VOLUME, 0))

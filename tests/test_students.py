@@ -502,3 +502,10 @@ def test_the_student_gate_runs_the_app_on_the_models_it_is_given(
         gate.gate_student("student_mobile_s", tmp_path / "e.pt", [case], tmp_path, args, training, run)
     assert seen["models"] == tmp_path / "elsewhere"
     assert seen["val_names"] == {"us_2d": ["2DBox_US_a_1.npz"]}
+
+
+def test_a_student_has_seen_the_slices_cut_from_its_training_sources() -> None:
+    from train.distill.gate import trained_on
+
+    assert trained_on({"IBSISTS": {}, "HC18": {}}) == {"IBSISTS", "IBSISTS-slices", "HC18", "HC18-slices"}
+    assert "MSDSpleen-slices" not in trained_on(["IBSISTS"])  # a held-out source's slices stay unseen

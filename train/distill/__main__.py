@@ -19,6 +19,9 @@
    its validation DSC is within half a point of LiteMedSAM's and its NSD within one, on the route
    and on every validation source of it (STUDENT_RULE). Accepted groups ->
    ``weights/student_<name>/`` (routes for those groups only); none -> nothing ships.
+   ``--derived`` (``make distill`` passes ``build/derived/slices``) adds the 2D cases cut from
+   the validation volumes to the gate's cases (CT 2D has 2 of its own); the slices of a source
+   the student trained on are not marked *unseen* (``train/distill/gate.py: trained_on``).
 
 ``--evaluate CARRY`` judges a student trained elsewhere (``python -m train.distill.gpu`` on a lent
 GPU, from the kit of ``python -m train.distill.kit``): no training and no train cache; the
@@ -43,6 +46,7 @@ import torch
 from app.sessions import SamSession, SessionCache, create_core
 from common.paths import MODELS, SPLIT_CSV, STUDENT_REPORTS
 from evaluation.datasets import DEFAULT_DATA, as_one_folder
+from evaluation.derived_slices import derived_paths
 from modeling.architectures.students import STUDENTS
 from modeling.architectures.tiny_vit import TEACHER_AT
 from modeling.checkpoint import state_fp16
@@ -93,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a new run (no state, no carry yet) starts from this carry's weights, e.g. the MSE run's",
     )
     parser.add_argument("--gate-dir", type=Path, default=Path("build/gate_student"))
+    parser.add_argument(
+        "--derived",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="folders of 2D cases cut from validation volumes (make derived-slices): the gate counts them",
+    )
     parser.add_argument("--views", type=int, default=2, help="views per image (the first unaugmented)")
     parser.add_argument("--per-volume", type=int, default=12, help="slices per volume (train)")
     parser.add_argument("--val-per-volume", type=int, default=4, help="object slices per volume (validation)")
@@ -127,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     run = run_name(cfg)
     args.report = args.report or STUDENT_REPORTS / (f"{cfg.student}_gpu" if args.evaluate else run)
     teacher = SessionCache(create_core(None), args.models).get(BASE_KEY)
-    data = as_one_folder(args.data)
+    data = as_one_folder([*args.data, *args.derived])
     cases = split_paths(args.split, data)
+    try:  # the gate's cases; the proxy validates on cases["val"] alone
+        gate_cases = cases["val"] + derived_paths(args.derived, args.split, data)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.evaluate:
-        return evaluate_carry(args, cfg, cases, data, teacher)
+        return evaluate_carry(args, cfg, cases, data, teacher, gate_cases)
     train_files = cache_cases(
         cases["train"],
         args.cache / "train",
@@ -184,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "student_proxy_val_dice": log[-1].get("val_dice"),
         }  # fmt: skip
         run = command_of(cfg, args.start_from)
-        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training, run)
+        gate_student(f"student_{cfg.student}", weights, gate_cases, data, args, training, run)
     return 0
 
 
@@ -205,9 +220,10 @@ def evaluate_carry(
     cases: dict[str, list[Path]],
     data: Path,
     teacher: SamSession,
+    gate_cases: list[Path],
 ) -> int:
     """``--evaluate CARRY``: a student trained elsewhere, judged on the validation split by the
-    proxy (report) and, with ``--gate`` / ``--probe``, by the app."""
+    proxy (report) and, with ``--gate`` / ``--probe``, by the app on ``gate_cases``."""
     state = torch.load(args.evaluate, map_location="cpu", weights_only=False)
     if state["config"]["student"] != cfg.student:
         msg = f"distill: {args.evaluate} holds a {state['config']['student']!r} student, not {cfg.student!r}"
@@ -243,7 +259,7 @@ def evaluate_carry(
             "teacher_proxy_val_dice": teacher_dice, "student_proxy_val_dice": student_dice,
         }  # fmt: skip
         run = f"python -m train.distill --student {cfg.student} --evaluate {args.evaluate}"
-        gate_student(f"student_{cfg.student}", weights, cases["val"], data, args, training, run)
+        gate_student(f"student_{cfg.student}", weights, gate_cases, data, args, training, run)
     return 0
 
 

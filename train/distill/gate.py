@@ -7,9 +7,11 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from app.routing import modality
+from evaluation.derived_slices import derived_source
 from modeling.architectures.sam import build_architecture, encoder_gflops
 from modeling.checkpoint import sha256_file
 from modeling.registry import BASE_KEY, CARD_NAME
@@ -88,6 +90,12 @@ def hand_over(weights: Path, remaining: dict[str, set[Route]], cards: dict[str, 
         print(f"distill gate: {key} keeps {sorted(routes)}", file=sys.stderr)
 
 
+def trained_on(sources: Iterable[str]) -> set[str]:
+    """The source tags a student has seen: its training sources, and the slices cut from their
+    validation volumes (``IBSISTS-slices``: other patients of a source it trained on, not unseen)."""
+    return {tag for source in sources for tag in (source, derived_source(source))}
+
+
 def gate_student(
     key: str,
     weights: Path,
@@ -144,7 +152,7 @@ def gate_student(
     results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE, models=args.models)
     report = args.report / ("probe" if args.probe else "gate")
     say = probe_verdict if args.probe else row_verdict
-    write_report(results, rows, report, command, "student", set(training["sources"]), say)
+    write_report(results, rows, report, command, "student", trained_on(training["sources"]), say)
     if args.probe:
         print(f"distill probe: wrote {report}/README.md; nothing shipped", file=sys.stderr)
         return
