@@ -33,6 +33,7 @@ from common.paths import BUILD, SPLIT_CSV
 from common.reports import write_csv
 from evaluation.datasets import DEFAULT_DATA, case_files
 from evaluation.split import read_split
+from train.samples import evenly_spread
 
 DERIVED_DIR = BUILD / "derived" / "slices"
 INDEX_NAME = "derived.csv"
@@ -47,11 +48,7 @@ def middle_slices(gts: np.ndarray, per_volume: int) -> list[int]:
     of the slices holding any object (all of them when there are fewer than 4)."""
     occupied = np.flatnonzero(gts.reshape(gts.shape[0], -1).any(axis=1))
     quarter = len(occupied) // 4
-    middle = occupied[quarter : len(occupied) - quarter] if quarter else occupied
-    if len(middle) <= per_volume:
-        return middle.tolist()
-    picks = np.unique(np.linspace(0, len(middle) - 1, per_volume).round().astype(int))
-    return middle[picks].tolist()
+    return evenly_spread(occupied[quarter : len(occupied) - quarter] if quarter else occupied, per_volume)
 
 
 def tight_box(mask: np.ndarray) -> np.ndarray:

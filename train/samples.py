@@ -29,13 +29,18 @@ from app.sessions import SamSession
 from evaluation.split import read_split
 
 
+def evenly_spread(indices: np.ndarray, count: int) -> list[int]:
+    """(N,) sorted indices -> up to ``count`` of them, evenly spread, first and last included
+    (all of them when there are no more than ``count``)."""
+    if len(indices) <= count:
+        return indices.tolist()
+    picks = np.linspace(0, len(indices) - 1, count).round().astype(int)
+    return indices[np.unique(picks)].tolist()
+
+
 def choose_slices(gts: np.ndarray, per_case: int) -> list[int]:
     """(D, H, W) labels -> up to ``per_case`` indices of slices with objects, evenly spread."""
-    occupied = np.flatnonzero(gts.reshape(gts.shape[0], -1).any(axis=1))
-    if len(occupied) <= per_case:
-        return occupied.tolist()
-    picks = np.linspace(0, len(occupied) - 1, per_case).round().astype(int)
-    return occupied[np.unique(picks)].tolist()
+    return evenly_spread(np.flatnonzero(gts.reshape(gts.shape[0], -1).any(axis=1)), per_case)
 
 
 def labels_to_model(labels: np.ndarray, size: int) -> np.ndarray:
