@@ -40,7 +40,15 @@ from evaluation.runner import (
 )
 from modeling.registry import BASE_KEY, CARD_NAME, WEIGHTS_DIR
 from train.distill.gate import STUDENT_KIND, card_routes, read_cards
-from train.gate import DECODER_FILE, STUDENT_RULE, export_candidates, write_candidate, write_cases_csv
+from train.gate import (
+    DECODER_FILE,
+    INTERVAL_LEVEL,
+    STUDENT_RULE,
+    change_interval,
+    export_candidates,
+    write_candidate,
+    write_cases_csv,
+)
 from train.groups import GROUPS, group_of
 
 SYSTEMS = ("base", "alone", "routed")
@@ -93,20 +101,40 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def routed_changes(rows: list[dict[str, Any]]) -> np.ndarray:
+    """(N,) per case: the product's (routed) DSC - LiteMedSAM's, NaN where either is missing."""
+
+    def value(r: dict[str, Any], key: str) -> float:
+        return float(r[key]) if r.get(key, "") != "" else math.nan
+
+    return np.array([value(r, "routed_dsc") - value(r, "base_dsc") for r in rows], dtype=float)
+
+
+def interval_text(rows: list[dict[str, Any]]) -> str:
+    """The routed - LiteMedSAM DSC change in points with its paired-bootstrap interval
+    (``train/gate.py: change_interval``), e.g. "+1.5 [+0.4, +2.6]"."""
+    changes = routed_changes(rows)
+    if np.isnan(changes).all():
+        return "-"
+    low, high = change_interval(changes)
+    return f"{np.nanmean(changes) * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
+
+
 def system_means(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {f"{s}_{m}": _mean(rows, f"{s}_{m}") for s in SYSTEMS for m in ("dsc", "nsd")}
 
 
+def route_of(row: dict[str, Any]) -> tuple[str, int, str]:
+    """A case row's (group, dims, modality)."""
+    return row["group"], int(row["dims_n"]), row["modality"]
+
+
 def source_results(rows: list[dict[str, Any]]) -> list[SourceResult]:
     """Per (group, dims, modality, source) of the scored case rows."""
-    keys = sorted({(r["group"], int(r["dims_n"]), r["modality"], r["source"]) for r in rows})
+    keys = sorted({(*route_of(r), r["source"]) for r in rows})
     out = []
     for group, dims, mod, source in keys:
-        sub = [
-            r
-            for r in rows
-            if (r["group"], int(r["dims_n"]), r["modality"], r["source"]) == (group, dims, mod, source)
-        ]
+        sub = [r for r in rows if (*route_of(r), r["source"]) == (group, dims, mod, source)]
         out.append(SourceResult(
             group, dims, mod, source, bool(sub[0]["seen"]), len(sub), system_means(sub),
             sum(int(r["accepted"]) for r in sub), sum(int(r["boxes"]) for r in sub),
@@ -117,8 +145,8 @@ def source_results(rows: list[dict[str, Any]]) -> list[SourceResult]:
 def route_verdicts(rows: list[dict[str, Any]], rule: SourceRule = SOURCE_RULE) -> list[RouteVerdict]:
     """One verdict per (group, dims, modality) with validation rows."""
     out = []
-    for group, dims, mod in sorted({(r["group"], int(r["dims_n"]), r["modality"]) for r in rows}):
-        sub = [r for r in rows if (r["group"], int(r["dims_n"]), r["modality"]) == (group, dims, mod)]
+    for group, dims, mod in sorted({route_of(r) for r in rows}):
+        sub = [r for r in rows if route_of(r) == (group, dims, mod)]
         seen = [r for r in sub if r["seen"]]
         m = system_means(seen)
         losses = [
@@ -230,7 +258,7 @@ def load_references(weights: Path) -> dict[str, Reference]:
 
 def route_gain(rows: list[dict[str, Any]], group: str, dims: int, mod: str) -> float:
     """The product's DSC gain over LiteMedSAM on every validation case of one route."""
-    sub = [r for r in rows if (r["group"], int(r["dims_n"]), r["modality"]) == (group, dims, mod)]
+    sub = [r for r in rows if route_of(r) == (group, dims, mod)]
     m = system_means(sub)
     return m["routed_dsc"] - m["base_dsc"]
 
@@ -291,7 +319,7 @@ def contest_students(
 
 
 def _route_rows(rows: list[dict[str, Any]], group: str, dims: int, mod: str) -> list[dict[str, Any]]:
-    return [r for r in rows if (r["group"], int(r["dims_n"]), r["modality"]) == (group, dims, mod)]
+    return [r for r in rows if route_of(r) == (group, dims, mod)]
 
 
 def _routed_delta(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> tuple[float, float] | None:
@@ -479,36 +507,50 @@ def write_source_report(
         *kept_note,
         "## Routes",
         "",
-        "| group: route | shipped | why | in-source cases | LiteMedSAM DSC | alone DSC | routed DSC |",
-        "|---|---|---|---|---|---|---|",
+        "| group: route | shipped | why | in-source cases | LiteMedSAM DSC | alone DSC | routed DSC | "
+        f"routed - LiteMedSAM, DSC points [{INTERVAL_LEVEL:.0%} interval] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v in verdicts:
         m = v.in_source
+        seen = [r for r in rows if route_of(r) == (v.group, v.dims, v.modality) and r["seen"]]
         lines.append(
             f"| {v.group}: {v.modality} {v.dims}D | {'yes' if v.accepted else 'no'} | {v.reason} | "
-            f"{v.in_cases} | {m['base_dsc']:.4f} | {m['alone_dsc']:.4f} | {m['routed_dsc']:.4f} |"
+            f"{v.in_cases} | {m['base_dsc']:.4f} | {m['alone_dsc']:.4f} | {m['routed_dsc']:.4f} | "
+            f"{interval_text(seen)} |"
         )
     lines += [
         "",
         "## Per source (seen = the group trained on other cases of the source)",
         "",
         "| group: route | source | seen | cases | router took (boxes) | DSC LiteMedSAM | DSC alone | "
-        "DSC routed | NSD LiteMedSAM | NSD alone | NSD routed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "DSC routed | routed - LiteMedSAM, DSC points [interval] | NSD LiteMedSAM | NSD alone | NSD routed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sources:
         m = s.means
         took = f"{s.accepted}/{s.boxes} ({100 * s.accepted / max(1, s.boxes):.0f}%)"
+        cases = [r for r in rows if (*route_of(r), r["source"]) == (s.group, s.dims, s.modality, s.source)]
         lines.append(
             f"| {s.group}: {s.modality} {s.dims}D | {s.source} | {'yes' if s.seen else 'no'} | {s.cases} | "
             f"{took} | {m['base_dsc']:.4f} | {m['alone_dsc']:.4f} | {m['routed_dsc']:.4f} | "
-            f"{m['base_nsd']:.4f} | {m['alone_nsd']:.4f} | {m['routed_nsd']:.4f} |"
+            f"{interval_text(cases)} | {m['base_nsd']:.4f} | {m['alone_nsd']:.4f} | {m['routed_nsd']:.4f} |"
         )
     lines += ["", "![validation DSC per source](sources.png)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
-    facts = [asdict(v) for v in verdicts]
+    facts = {"command": command, "gated": gated, "routes": [asdict(v) for v in verdicts]}
     (out / "gate.json").write_text(json.dumps(facts, indent=2) + "\n")
     plot_sources(sources, out / "sources.png")
+
+
+def rewrite_source_report(out: Path) -> None:
+    """``out/README.md``, ``gate.json`` and ``sources.png`` again from the gate run's own
+    ``gate_cases.csv`` and ``gate.json`` (its verdicts, command and gated groups): a report-format
+    change reaches an existing report without rerunning the gate."""
+    facts = json.loads((out / "gate.json").read_text())
+    verdicts = [RouteVerdict(**v) for v in facts["routes"]]
+    rows = read_case_rows(out / "gate_cases.csv")
+    write_source_report(rows, verdicts, out, facts["command"], facts["gated"])
 
 
 def plot_sources(sources: list[SourceResult], path: Path) -> None:
@@ -615,6 +657,22 @@ def update_readme(readme: Path, report: Path, cards: dict[str, dict] | None = No
     readme.write_text(head + start + table + end + tail)
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m train.source_gate",
+        description="README's per-source table from reports/specialists/gate_cases.csv; "
+        "--rewrite-report: the gate report itself again from its gate_cases.csv and gate.json",
+    )
+    parser.add_argument("--report", type=Path, default=Path("reports/specialists"))
+    parser.add_argument("--rewrite-report", action="store_true")
+    args = parser.parse_args(argv)
+    if args.rewrite_report:
+        rewrite_source_report(args.report)
+    update_readme(Path("README.md"), args.report, read_cards(WEIGHTS_DIR))
+    return 0
+
+
 if __name__ == "__main__":
-    # python -m train.source_gate: README's per-source table from reports/specialists/gate_cases.csv
-    update_readme(Path("README.md"), Path("reports/specialists"), read_cards(WEIGHTS_DIR))
+    raise SystemExit(main())
