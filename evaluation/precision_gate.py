@@ -39,10 +39,12 @@ from evaluation.runner import DEFAULT_WORK, output_folder, run_missing, with_pre
 from modeling.registry import WEIGHTS_DIR
 from train.gate import (
     ALL,
+    DERIVED_CASES,
     STUDENT_RULE,
     VALIDATION_CASES,
     GateResult,
     decisions,
+    derived_flag,
     route_results,
     row_verdict,
     write_report,
@@ -60,11 +62,6 @@ RULE = replace(
     "fp32's - 0.01, on >= 3 cases, on the route and on every validation source of it",
 )
 COMMAND = "python -m evaluation.precision_gate"
-# The report's account of its cases when --derived adds some.
-DERIVED_CASES = (
-    VALIDATION_CASES + ", and 2D cases cut from the validation volumes (`make derived-slices`: a few "
-    "middle slices of each CT validation volume, its objects boxed tightly; their sources end in `-slices`)"
-)
 
 
 Route = tuple[int, str]  # (spatial dims, canonical modality)
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     names = sorted([p.name for p in split_paths(args.split, data)["val"]] + derived)
     names = [n for n in names if group_of(n)]
-    run = " ".join([COMMAND, *(["--derived", *map(str, args.derived)] if args.derived else [])])
+    run = COMMAND + derived_flag(args.derived)
     where = f"{date.today().isoformat()}, {cpu_model_name()}, OpenVINO {ov.__version__}"
     command = f"make precision-gate ({run}), {where}"
     accepted: list[dict[str, Any]] = []

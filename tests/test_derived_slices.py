@@ -135,3 +135,11 @@ def test_derived_paths_name_the_cases_where_the_tool_reads_them_and_need_an_inde
     with pytest.raises(ValueError, match="run make derived-slices first"):
         derived_paths([tmp_path / "never-made"], split, union)
     assert derived_source("IBSISTS") == "IBSISTS-slices" == source_tag(derived_name(VOLUME, 0))
+
+
+def test_a_gate_with_derived_cases_says_so_in_its_command_and_its_account_of_the_cases() -> None:
+    from train.gate import DERIVED_CASES, VALIDATION_CASES, derived_flag
+
+    assert derived_flag([]) == ""
+    assert derived_flag([Path("build/derived/slices")]) == " --derived build/derived/slices"
+    assert DERIVED_CASES.startswith(VALIDATION_CASES) and "make derived-slices" in DERIVED_CASES

@@ -337,6 +337,16 @@ def interval_text(interval: tuple[float, float]) -> str:
 
 # What a gate's validation cases are, as its report says it.
 VALIDATION_CASES = "the `val` rows of `splits/public.csv` per group (split by source image / patient)"
+# ... when ``--derived`` adds the 2D cases cut from the validation volumes.
+DERIVED_CASES = (
+    VALIDATION_CASES + ", and 2D cases cut from the validation volumes (`make derived-slices`: a few "
+    "middle slices of each CT validation volume, its objects boxed tightly; their sources end in `-slices`)"
+)
+
+
+def derived_flag(folders: list[Path]) -> str:
+    """The ``--derived`` part of a gate's command line ('' without derived cases)."""
+    return f" --derived {' '.join(map(str, folders))}" if folders else ""
 
 
 def write_report(

@@ -16,8 +16,11 @@ from modeling.architectures.sam import build_architecture, encoder_gflops
 from modeling.checkpoint import sha256_file
 from modeling.registry import BASE_KEY, CARD_NAME
 from train.gate import (
+    DERIVED_CASES,
     STUDENT_RULE,
+    VALIDATION_CASES,
     decisions,
+    derived_flag,
     group_validation,
     probe_verdict,
     row_verdict,
@@ -148,11 +151,13 @@ def gate_student(
     gate_dir = args.gate_dir / "probe" if args.probe else args.gate_dir
     shutil.rmtree(gate_dir / "weights", ignore_errors=True)
     write_candidate(gate_dir / "weights" / key, card, weights)
+    run += derived_flag(args.derived)
     command = f"{run} --probe (every route; ships nothing)" if args.probe else f"make distill ({run} --gate)"
     results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE, models=args.models)
     report = args.report / ("probe" if args.probe else "gate")
     say = probe_verdict if args.probe else row_verdict
-    write_report(results, rows, report, command, "student", trained_on(training["sources"]), say)
+    cases = DERIVED_CASES if args.derived else VALIDATION_CASES
+    write_report(results, rows, report, command, "student", trained_on(training["sources"]), say, cases=cases)
     if args.probe:
         print(f"distill probe: wrote {report}/README.md; nothing shipped", file=sys.stderr)
         return
