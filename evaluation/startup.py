@@ -85,8 +85,9 @@ Seconds = dict[str, list[float]]  # name -> one value per repeat
 
 
 def folder_mb(folder: Path) -> float:
-    """Size of the files in ``folder`` (the compiled-model cache: blobs), MB."""
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
+    """Size of the files in ``folder`` and below (the compiled-model cache: blobs in the app's
+    settings folder, and those ``startup_phases`` writes at the top), MB."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
 def measure(repeats: int, against: Path | None = None) -> tuple[Seconds, Seconds, dict[str, float]]:
