@@ -20,12 +20,6 @@ from app.windows import CELL, GRID, WINDOW, full_logits, rim_positive, window_co
 BATCHED_FROM = 48
 
 
-def plain_decoder_only(boxes: int, batch: int) -> bool:
-    """Whether a decoder serving ``boxes`` boxes of one image decodes them one per call on the
-    whole frame (the graph as shipped), not ``batch`` per call."""
-    return batch < 2 or boxes < BATCHED_FROM
-
-
 @dataclass(frozen=True)
 class BoxPlan:
     """One box to decode: its label, its model-frame box and the session whose decoder serves it."""
@@ -92,7 +86,7 @@ def decode_whole(
     come (a call's worth in memory at a time): ``batch`` boxes per call when the group has at
     least BATCHED_FROM, else one."""
     decoder = group[0].decoder
-    if plain_decoder_only(len(group), batch):
+    if batch < 2 or len(group) < BATCHED_FROM:
         for plan in group:
             yield plan, decoder.decode(embedding, plan.box_model)
         return
@@ -112,7 +106,7 @@ def decode_group(
     logits where the window is closed; every other box, and every box of a smaller group, is
     decoded whole (``decode_whole``)."""
     decoder = group[0].decoder
-    if plain_decoder_only(len(group), batch) or not window or decoder.input_size != GRID * CELL:
+    if batch < 2 or len(group) < BATCHED_FROM or not window or decoder.input_size != GRID * CELL:
         yield from decode_whole(group, embedding, batch)  # windows are laid out on a 256 frame
         return
     placed = [(plan, window_corner(plan.box_model, window)) for plan in group]

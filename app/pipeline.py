@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import CaseError
-from app.infer_2d import plain_decoder_only, segment_image
+from app.infer_2d import segment_image
 from app.infer_3d import segment_volume
 from app.inputs import input_kind, output_name
 from app.novelty import BoxRouter
@@ -122,8 +122,6 @@ def predict_case(
         log.info("%s: %s; %s serves all %d boxes", case.name, unlike, DEFAULT_MODEL_KEY, len(case.boxes))
         key = DEFAULT_MODEL_KEY
     session = sessions.get(key, precision)
-    if case.is_3d or plain_decoder_only(len(case.boxes), sessions.decoder_batch):
-        session.prefetch_decoder()  # loads while the encoder loads and runs
     router = box_router(key, sessions, precision)
     log.debug(
         "%s: %dD, image %s, %d boxes, modality %s -> model %s at %s",

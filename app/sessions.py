@@ -11,11 +11,9 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -237,8 +235,6 @@ class Session(Protocol):
         self, embedding: np.ndarray, boxes_model: np.ndarray, corners: list[Corner], batch: int, window: int
     ) -> np.ndarray: ...
 
-    def prefetch_decoder(self) -> None: ...
-
 
 # (1, 256, G, G) embedding, (4,) model-frame box, (newh, neww) -> the session whose decoder
 # segments that box (app/novelty.py's BoxRouter; None: always the encoding session). A chosen
@@ -271,7 +267,6 @@ class SamSession:
         entry: ModelEntry,
         compile_graph: Callable[[Path, int, int, str], ov.CompiledModel],
         precision: str = DEFAULT_PRECISION,
-        prefetch_graph: Callable[[Path, int, int, str], None] | None = None,
     ) -> None:
         self.entry = entry
         self.input_size = entry.input_size
@@ -279,7 +274,6 @@ class SamSession:
         # a shared encoder IR at the same precision: the same id (same embeddings)
         self.encoder_id = f"{entry.encoder_xml.as_posix()}@{inference_type(precision).get_type_name()}"
         self._compile_graph = compile_graph
-        self._prefetch_graph = prefetch_graph  # starts compile_graph's work in the background
         self._encoder: ov.CompiledModel | None = None
         self._decoders: dict[tuple[int, int], ov.CompiledModel] = {}  # (boxes per call, window) -> graph
         self.encoder_calls = 0
@@ -343,14 +337,6 @@ class SamSession:
             out[chunk] = decoder(feeds)[0][: chunk.stop - start, 0]  # a copy: never aliased
         return out
 
-    def prefetch_decoder(self) -> None:
-        """Start loading the decoder graph as shipped (one box per call, the whole frame) in the
-        background, so that it loads while the encoder loads and runs (``SessionCache.prefetch``);
-        its first ``decode`` then waits for it. No effect once it is compiled, or without a
-        prefetcher."""
-        if (1, 0) not in self._decoders and self._prefetch_graph is not None:
-            self._prefetch_graph(self.entry.decoder_xml, 1, 0, "decoder")
-
     def compile_decoder(self, boxes: int = 1, window: int = 0) -> ov.CompiledModel:
         """The decoder's compiled graph for ``boxes`` boxes per call (the IR as shipped: 1), on
         ``window``-cell windows (0: the whole frame), compiled (or loaded from the cache) on the
@@ -374,10 +360,6 @@ class SamSession:
         self.compile_decoder()
         if decoder_batch > 1:
             self.compile_decoder(decoder_batch, window)
-
-
-# A compiled graph's identity: (IR path, boxes per call, window cells, element type name).
-GraphKey = tuple[Path, int, int, str]
 
 
 class SessionCache:
@@ -405,10 +387,7 @@ class SessionCache:
         self.precision_mode = precision_mode
         self._native: set[str] | None = None  # the host's native precisions, asked on first need
         self._threads = threads
-        self._compiled: dict[GraphKey, ov.CompiledModel] = {}  # shared graphs compile once
-        self._pending: dict[GraphKey, Future[ov.CompiledModel]] = {}  # prefetches
-        self._prefetcher: ThreadPoolExecutor | None = None  # one thread, started on the first prefetch
-        self._cache_lock: SharedCacheLock | None = None  # on the first compile
+        self._compiled: dict[tuple[Path, int, int, str], ov.CompiledModel] = {}  # shared graphs compile once
         self.compiles = 0  # graphs compiled by this cache (a cohort worker checks: once each)
         self._sessions: dict[tuple[str, str], SamSession] = {}
         self._references: dict[str, Reference | None] = {}
@@ -440,8 +419,7 @@ class SessionCache:
                 raise ValueError(msg) from None
             inference_type(precision)
             compile_graph = partial(self._compile, precision=precision)
-            prefetch_graph = partial(self.prefetch, precision=precision)
-            self._sessions[(key, precision)] = SamSession(entry, compile_graph, precision, prefetch_graph)
+            self._sessions[(key, precision)] = SamSession(entry, compile_graph, precision)
         return self._sessions[(key, precision)]
 
     def reference(self, key: str) -> Reference | None:
@@ -462,45 +440,19 @@ class SessionCache:
         """``xml`` (an encoder or decoder: ``graph``) compiled at ``precision``'s type for that
         graph; a decoder with ``boxes`` > 1 is first reshaped to take that many boxes per call
         (the shipped IR takes 1), and one with ``window`` > 0 made to upscale ``window``-cell
-        windows only. Keyed by the type, so sessions whose precisions agree on a graph share it.
-        A graph being prefetched is waited for (its error, if any, raised here)."""
-        key = self._graph_key(xml, boxes, window, graph, precision)
+        windows only. Keyed by the type, so sessions whose precisions agree on a graph share it."""
+        element_type = inference_type(precision, graph)
+        key = (xml, boxes, window, element_type.get_type_name())
         if key not in self._compiled:
-            pending = self._pending.pop(key, None)
-            self._compiled[key] = (
-                pending.result() if pending is not None else self._build(xml, boxes, window, graph, precision)
-            )
+            model: Path | ov.Model = xml
+            if window:
+                model = keyed_by_type(decoder_for_windows(self._core, xml, boxes, window), element_type)
+            elif boxes > 1:
+                model = keyed_by_type(decoder_for_boxes(self._core, xml, boxes), element_type)
+            config = compile_config(self._threads, precision, graph) | cache_mode(model)
+            self._compiled[key] = compile_with_retry(self._core, model, config)
             self.compiles += 1
         return self._compiled[key]
-
-    def prefetch(self, xml: Path, boxes: int, window: int, graph: str, precision: str) -> None:
-        """Start ``_compile``'s work for this graph on the cache's one background thread (no
-        effect when it is compiled or already started). Loading a graph from the compiled-model
-        cache runs mostly outside Python's lock, so a decoder loads while the main thread loads
-        and runs the encoder: two graphs load side by side on two cores."""
-        key = self._graph_key(xml, boxes, window, graph, precision)
-        if key in self._compiled or key in self._pending:
-            return
-        if self._prefetcher is None:
-            self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        self._pending[key] = self._prefetcher.submit(self._build, xml, boxes, window, graph, precision)
-
-    @staticmethod
-    def _graph_key(xml: Path, boxes: int, window: int, graph: str, precision: str) -> GraphKey:
-        return xml, boxes, window, inference_type(precision, graph).get_type_name()
-
-    def _build(self, xml: Path, boxes: int, window: int, graph: str, precision: str) -> ov.CompiledModel:
-        """Compile (or load from the cache) one graph, whichever thread asks (``_compile``)."""
-        element_type = inference_type(precision, graph)
-        model: Path | ov.Model = xml
-        if window:
-            model = keyed_by_type(decoder_for_windows(self._core, xml, boxes, window), element_type)
-        elif boxes > 1:
-            model = keyed_by_type(decoder_for_boxes(self._core, xml, boxes), element_type)
-        config = compile_config(self._threads, precision, graph) | cache_mode(model)
-        if self._cache_lock is None:
-            self._cache_lock = SharedCacheLock(str(self._core.get_property(props.cache_dir)))
-        return compile_with_retry(self._core, model, config, self._cache_lock.hold)
 
 
 # Processes sharing one compiled-model cache folder (cohort workers, shards, parallel containers
@@ -535,34 +487,6 @@ def cache_lock(cache_dir: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-class SharedCacheLock:
-    """``cache_lock`` of one cache folder, taken once for all of this process's threads that
-    compile at a time (a prefetching thread beside the main thread: different graphs, never the
-    same blob) and released when the last of them is done; another process still waits for all
-    of them. (Each thread taking ``cache_lock`` itself would make the second wait for the first:
-    flock excludes even the same process's other descriptors.)"""
-
-    def __init__(self, cache_dir: str) -> None:
-        self._cache_dir = cache_dir
-        self._mutex = threading.Lock()
-        self._holders = 0
-        self._held = ExitStack()
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        with self._mutex:
-            if self._holders == 0:
-                self._held.enter_context(cache_lock(self._cache_dir))
-            self._holders += 1
-        try:
-            yield
-        finally:
-            with self._mutex:
-                self._holders -= 1
-                if self._holders == 0:
-                    self._held.close()
 
 
 def decoder_for_boxes(core: ov.Core, xml: Path, boxes: int) -> ov.Model:
@@ -622,18 +546,12 @@ def decoder_for_windows(core: ov.Core, xml: Path, boxes: int, window: int) -> ov
     return model
 
 
-def compile_with_retry(
-    core: ov.Core,
-    graph: Path | ov.Model,
-    config: dict[Any, Any],
-    lock: Callable[[], AbstractContextManager[None]] | None = None,
-) -> ov.CompiledModel:
+def compile_with_retry(core: ov.Core, graph: Path | ov.Model, config: dict[Any, Any]) -> ov.CompiledModel:
     """``core.compile_model`` of ``graph`` (an IR path, or a model read from one) under its cache
-    folder's lock (``lock``: a SharedCacheLock's ``hold``; default ``cache_lock``), tried again
-    when it raises (a cache-write race); the last attempt's error propagates."""
+    folder's lock, tried again when it raises (a cache-write race); the last attempt's error
+    propagates."""
     model = str(graph) if isinstance(graph, Path) else graph
-    held = lock() if lock is not None else cache_lock(str(core.get_property(props.cache_dir)))
-    with held:
+    with cache_lock(str(core.get_property(props.cache_dir))):
         for attempt in range(1, COMPILE_ATTEMPTS):
             try:
                 return core.compile_model(model, "CPU", config)

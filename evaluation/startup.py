@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "The same image and boxes named as an X-ray (a route with no specialist), warm cache, through "
         "`evaluation.startup_phases` (the app's steps for a 2D case on LiteMedSAM, timed one by one "
-        "inside a fresh process), interleaved with the runs above. One by one: the app itself loads "
-        "the decoder in the background while the encoder loads and runs (`SamSession.prefetch_decoder`), "
-        "so its wall time is less than these phases' sum:",
+        "inside a fresh process), interleaved with the runs above:",
         "",
         *phase_lines(phases),
     ]

@@ -30,7 +30,6 @@ class FakeSession:
         self.decoded_boxes: list[np.ndarray] = []
         self.batched_calls: list[int] = []  # boxes per decode_many call
         self.window_calls: list[int] = []  # boxes per decode_windows call
-        self.prefetches = 0  # prefetch_decoder calls
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         self.encoder_calls += images.shape[0]
@@ -47,9 +46,6 @@ class FakeSession:
         x0, y0, x1, y1 = (int(v) for v in box_model)
         logits[y0 : y1 + 1, x0 : x1 + 1] = 10.0
         return logits
-
-    def prefetch_decoder(self) -> None:
-        self.prefetches += 1
 
     def decode_many(self, embedding: np.ndarray, boxes_model: np.ndarray, batch: int) -> np.ndarray:
         assert len(boxes_model) <= batch, "decode_many was given more boxes than its batch"
