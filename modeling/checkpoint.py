@@ -69,3 +69,22 @@ def state_fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def state_fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A stored state dict back to float32 floats (integer buffers as they are)."""
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+# BatchNorm's batch count: a training statistic the forward pass never reads in eval mode. Stored
+# states of one run disagree on it (fp16 inf in early carries, a huge int64 once loaded back).
+UNUSED_BUFFERS = ("num_batches_tracked",)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two stored state dicts hold the same tensors under the same names, each equal in
+    dtype and value, buffers of UNUSED_BUFFERS left out."""
+    first, second = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+
+    def used(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in UNUSED_BUFFERS}
+
+    first, second = used(first), used(second)
+    return first.keys() == second.keys() and all(
+        first[k].dtype == second[k].dtype and torch.equal(first[k], second[k]) for k in first
+    )

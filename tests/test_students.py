@@ -509,3 +509,26 @@ def test_a_student_has_seen_the_slices_cut_from_its_training_sources() -> None:
 
     assert trained_on({"IBSISTS": {}, "HC18": {}}) == {"IBSISTS", "IBSISTS-slices", "HC18", "HC18-slices"}
     assert "MSDSpleen-slices" not in trained_on(["IBSISTS"])  # a held-out source's slices stay unseen
+
+
+def test_a_rerun_of_a_finished_carry_ships_the_shipped_bytes_when_the_weights_are_the_same(
+    tmp_path: Path,
+) -> None:
+    from modeling.checkpoint import same_weights
+    from train.distill.gate import keep_shipped_bytes
+
+    weight = torch.arange(6, dtype=torch.float16).reshape(2, 3)
+    shipped, rerun, other = tmp_path / "shipped.pt", tmp_path / "rerun.pt", tmp_path / "other.pt"
+    torch.save({"conv.weight": weight, "bn.num_batches_tracked": torch.tensor(float("inf")).half()}, shipped)
+    torch.save({"conv.weight": weight.clone(), "bn.num_batches_tracked": torch.tensor(-(2**63))}, rerun)
+    torch.save({"conv.weight": weight + 1, "bn.num_batches_tracked": torch.tensor(0)}, other)
+    assert same_weights(shipped, rerun) and not same_weights(shipped, other)
+    torch.save({"conv.weight": weight.float(), "bn.num_batches_tracked": torch.tensor(0)}, other)
+    assert not same_weights(shipped, other)  # same values, another dtype: another file to ship
+    keep_shipped_bytes(rerun, shipped)
+    assert rerun.read_bytes() == shipped.read_bytes()
+    changed = other.read_bytes()
+    keep_shipped_bytes(other, shipped)  # different weights: the run's own file stays
+    assert other.read_bytes() == changed
+    keep_shipped_bytes(other, tmp_path / "missing.pt")  # nothing shipped yet: nothing to keep
+    assert other.read_bytes() == changed

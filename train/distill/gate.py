@@ -13,7 +13,7 @@ from pathlib import Path
 from app.routing import modality
 from evaluation.derived_slices import derived_source
 from modeling.architectures.sam import build_architecture, encoder_gflops
-from modeling.checkpoint import sha256_file
+from modeling.checkpoint import same_weights, sha256_file
 from modeling.registry import BASE_KEY, CARD_NAME
 from train.gate import (
     DERIVED_CASES,
@@ -99,6 +99,15 @@ def trained_on(sources: Iterable[str]) -> set[str]:
     return {tag for source in sources for tag in (source, derived_source(source))}
 
 
+def keep_shipped_bytes(weights: Path, shipped: Path) -> None:
+    """Overwrite the run's ``weights`` with the ``shipped`` file when both hold the same weights
+    (``same_weights``): a rerun of a finished carry then ships the very bytes, and the sha256, that
+    the specialists trained over this student name in their cards, not a copy differing in an
+    unused buffer."""
+    if shipped.is_file() and shipped.resolve() != weights.resolve() and same_weights(weights, shipped):
+        shutil.copyfile(shipped, weights)
+
+
 def gate_student(
     key: str,
     weights: Path,
@@ -119,6 +128,7 @@ def gate_student(
                f"{args.gate_groups} would replace its routes and report with those groups' alone: gate "
                "every group (drop --gate-groups)")  # fmt: skip
         raise SystemExit(msg)
+    keep_shipped_bytes(weights, args.weights / key / ENCODER_FILE)
     cards = {k: c for k, c in shipped.items() if k != key}
     taken = set() if args.probe else routes_taken(cards)
     gflops = encoder_gflops(build_architecture(f"student_{args.student}"), 256)
