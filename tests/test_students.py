@@ -492,7 +492,7 @@ def test_the_student_gate_runs_the_app_on_the_models_it_is_given(
     monkeypatch.setattr(gate, "write_candidate", lambda *a, **k: None)
     args = argparse.Namespace(
         weights=tmp_path / "w", gate_groups=None, student="mobile_s", probe=True, gate_dir=tmp_path / "g",
-        models=tmp_path / "elsewhere", start_from=None,
+        models=tmp_path / "elsewhere", start_from=None, derived=[],
     )  # fmt: skip
     training = {"config": {**DistillConfig(student="mobile_s").__dict__}}
     (tmp_path / "e.pt").write_bytes(b"weights")
