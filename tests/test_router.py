@@ -450,13 +450,13 @@ def test_gating_some_groups_keeps_the_other_groups_rows_in_the_report(tmp_path: 
 def test_source_report_shows_each_change_with_its_interval_and_rewrites_from_its_own_files(
     tmp_path: Path,
 ) -> None:
-    from train.source_gate import interval_text, rewrite_source_report, write_source_report
+    from train.source_gate import rewrite_source_report, routed_change_text, write_source_report
 
-    assert interval_text([row("DRIVE", True, 0.5, 0.6) for _ in range(3)]) == "+10.0 [+10.0, +10.0]"
+    assert routed_change_text([row("DRIVE", True, 0.5, 0.6) for _ in range(3)]) == "+10.0 [+10.0, +10.0]"
     mixed = [row("DRIVE", True, 0.5, 0.5 + d) for d in (-0.02, 0.0, 0.05, 0.01)]
-    low, high = (float(x) for x in interval_text(mixed).split("[")[1].rstrip("]").split(", "))
+    low, high = (float(x) for x in routed_change_text(mixed).split("[")[1].rstrip("]").split(", "))
     assert low < 1.0 < high  # the mean (+1.0 points) inside, the spread of the cases around it
-    assert interval_text([{**row("DRIVE", True, 0.5, 0.5), "routed_dsc": ""}]) == "-"
+    assert routed_change_text([{**row("DRIVE", True, 0.5, 0.5), "routed_dsc": ""}]) == "-"
     rows = [row("DRIVE", True, 0.2, 0.5) for _ in range(3)] + [row("IDRiD", False, 0.9, 0.9)]
     report = tmp_path / "specialists"
     write_source_report(rows, route_verdicts(rows), report, "make train-specialists (x)", gated=["fundus_2d"])

@@ -110,7 +110,7 @@ def routed_changes(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([value(r, "routed_dsc") - value(r, "base_dsc") for r in rows], dtype=float)
 
 
-def interval_text(rows: list[dict[str, Any]]) -> str:
+def routed_change_text(rows: list[dict[str, Any]]) -> str:
     """The routed - LiteMedSAM DSC change in points with its paired-bootstrap interval
     (``train/gate.py: change_interval``), e.g. "+1.5 [+0.4, +2.6]"."""
     changes = routed_changes(rows)
@@ -517,7 +517,7 @@ def write_source_report(
         lines.append(
             f"| {v.group}: {v.modality} {v.dims}D | {'yes' if v.accepted else 'no'} | {v.reason} | "
             f"{v.in_cases} | {m['base_dsc']:.4f} | {m['alone_dsc']:.4f} | {m['routed_dsc']:.4f} | "
-            f"{interval_text(seen)} |"
+            f"{routed_change_text(seen)} |"
         )
     lines += [
         "",
@@ -534,7 +534,8 @@ def write_source_report(
         lines.append(
             f"| {s.group}: {s.modality} {s.dims}D | {s.source} | {'yes' if s.seen else 'no'} | {s.cases} | "
             f"{took} | {m['base_dsc']:.4f} | {m['alone_dsc']:.4f} | {m['routed_dsc']:.4f} | "
-            f"{interval_text(cases)} | {m['base_nsd']:.4f} | {m['alone_nsd']:.4f} | {m['routed_nsd']:.4f} |"
+            f"{routed_change_text(cases)} | "
+            f"{m['base_nsd']:.4f} | {m['alone_nsd']:.4f} | {m['routed_nsd']:.4f} |"
         )
     lines += ["", "![validation DSC per source](sources.png)", ""]
     (out / "README.md").write_text("\n".join(lines) + "\n")
