@@ -39,7 +39,6 @@ from evaluation.runner import DEFAULT_WORK, output_folder, run_missing, with_pre
 from modeling.registry import WEIGHTS_DIR
 from train.gate import (
     ALL,
-    DERIVED_CASES,
     STUDENT_RULE,
     VALIDATION_CASES,
     GateResult,
@@ -47,6 +46,7 @@ from train.gate import (
     derived_flag,
     route_results,
     row_verdict,
+    validation_cases,
     write_report,
 )
 from train.groups import GROUPS, group_of
@@ -179,11 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{date.today().isoformat()}, {cpu_model_name()}, OpenVINO {ov.__version__}"
     command = f"make precision-gate ({run}), {where}"
     accepted: list[dict[str, Any]] = []
+    folders, cases = (data, args.work, args.models, args.out), validation_cases(args.derived)
     for candidate in CANDIDATES:
         todo = still_open(names, accepted)
         if todo:
-            cases = DERIVED_CASES if derived else VALIDATION_CASES
-            folders = (data, args.work, args.models, args.out)
             accepted += gate_candidate(candidate, todo, *folders, command, cases)
     decision = {"command": command, "rule": RULE.text, "rows": accepted}
     (args.weights / PRECISION_FILE).write_text(json.dumps(decision, indent=2) + "\n")

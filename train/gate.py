@@ -217,11 +217,16 @@ def change_interval(
     return float(low), float(high)
 
 
+def paired_changes(rows: list[dict[str, Any]], base: str, candidate: str) -> np.ndarray:
+    """(N,) per row: ``row[candidate] - row[base]``, NaN where either score is missing ('')."""
+    pairs = [(r.get(base, ""), r.get(candidate, "")) for r in rows]
+    return np.array([float(c) - float(b) if "" not in (b, c) else math.nan for b, c in pairs], dtype=float)
+
+
 def dsc_changes(rows: list[dict[str, object]], names: list[str]) -> np.ndarray:
     """(N,) specialist DSC - base DSC of the cases of ``names`` scored by both (NaN otherwise)."""
     chosen = [r for r in rows if r["case"] in set(names)]
-    pairs = [(r["base_dsc"], r["spec_dsc"]) for r in chosen]
-    return np.array([float(s) - float(b) if "" not in (b, s) else math.nan for b, s in pairs], dtype=float)
+    return paired_changes(chosen, "base_dsc", "spec_dsc")
 
 
 def group_means(rows: list[dict[str, object]], names: list[str]) -> tuple[float, float, float, float]:
@@ -342,6 +347,11 @@ DERIVED_CASES = (
     VALIDATION_CASES + ", and 2D cases cut from the validation volumes (`make derived-slices`: a few "
     "middle slices of each CT validation volume, its objects boxed tightly; their sources end in `-slices`)"
 )
+
+
+def validation_cases(derived: list[Path]) -> str:
+    """A gate report's account of its cases: with ``--derived`` folders or without."""
+    return DERIVED_CASES if derived else VALIDATION_CASES
 
 
 def derived_flag(folders: list[Path]) -> str:

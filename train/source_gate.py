@@ -46,6 +46,7 @@ from train.gate import (
     STUDENT_RULE,
     change_interval,
     export_candidates,
+    paired_changes,
     write_candidate,
     write_cases_csv,
 )
@@ -101,19 +102,10 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def routed_changes(rows: list[dict[str, Any]]) -> np.ndarray:
-    """(N,) per case: the product's (routed) DSC - LiteMedSAM's, NaN where either is missing."""
-
-    def value(r: dict[str, Any], key: str) -> float:
-        return float(r[key]) if r.get(key, "") != "" else math.nan
-
-    return np.array([value(r, "routed_dsc") - value(r, "base_dsc") for r in rows], dtype=float)
-
-
 def routed_change_text(rows: list[dict[str, Any]]) -> str:
     """The routed - LiteMedSAM DSC change in points with its paired-bootstrap interval
     (``train/gate.py: change_interval``), e.g. "+1.5 [+0.4, +2.6]"."""
-    changes = routed_changes(rows)
+    changes = paired_changes(rows, "base_dsc", "routed_dsc")  # (N,) the product - LiteMedSAM
     if np.isnan(changes).all():
         return "-"
     low, high = change_interval(changes)

@@ -16,15 +16,14 @@ from modeling.architectures.sam import build_architecture, encoder_gflops
 from modeling.checkpoint import same_weights, sha256_file
 from modeling.registry import BASE_KEY, CARD_NAME
 from train.gate import (
-    DERIVED_CASES,
     STUDENT_RULE,
-    VALIDATION_CASES,
     decisions,
     derived_flag,
     group_validation,
     probe_verdict,
     row_verdict,
     run_gate,
+    validation_cases,
     write_candidate,
     write_report,
 )
@@ -166,7 +165,7 @@ def gate_student(
     results, rows = run_gate(val_names, data, gate_dir, STUDENT_RULE, models=args.models)
     report = args.report / ("probe" if args.probe else "gate")
     say = probe_verdict if args.probe else row_verdict
-    cases = DERIVED_CASES if args.derived else VALIDATION_CASES
+    cases = validation_cases(args.derived)
     write_report(results, rows, report, command, "student", trained_on(training["sources"]), say, cases=cases)
     if args.probe:
         print(f"distill probe: wrote {report}/README.md; nothing shipped", file=sys.stderr)
