@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from container.challenge_run import check_output, container_cmd
-from container.check import equal_outputs, peak_rss_mb, public_sample
+from container.check import DOCKERFILE, base_image, equal_outputs, peak_rss_mb, public_sample
 
 
 def test_container_cmd_is_the_challenge_line(tmp_path: Path) -> None:
@@ -46,3 +47,10 @@ def test_output_checks(tmp_path: Path) -> None:
 def test_peak_rss_is_read_from_stderr() -> None:
     assert peak_rss_mb("app: 1 done\npeak_rss_mb 812.5\n") == 812.5
     assert peak_rss_mb("Killed") is None
+
+
+def test_base_image_is_the_dockerfiles_first_from() -> None:
+    assert base_image(DOCKERFILE.read_text()) == "python:3.11-slim"  # the design card's base
+    assert base_image("# FROM comment\nfrom a:1 AS build\nFROM b:2\n") == "a:1"
+    with pytest.raises(ValueError, match="FROM"):
+        base_image("RUN true\n")
