@@ -9,7 +9,8 @@ Steps (each printed as it goes; the report is ``reports/container.md``, the per-
    volumes, ``sh predict.sh``), hardened with ``--network none --read-only`` (only
    ``/workspace/outputs`` and the engine's tmpfs are writable);
 3. the same cases through ``python -m app`` outside the container: outputs must be equal arrays;
-4. per-container overhead (``run IMAGE true``, beside the bare base image's: the engine's own start), image size, the first case with the baked
+4. per-container overhead (``run IMAGE true``, beside the bare base image's: the engine's own
+   start), image size, the first case with the baked
    compiled-model cache vs an empty one, and ``python -m app --warmup`` inside the image: every
    graph must be loaded from the baked cache (OpenVINO's ``LOADED_FROM_CACHE``);
 5. memory: the heaviest realistic case (287 x 512 x 512, 6 boxes; synthetic, ``evaluation.memcheck``)
@@ -139,7 +140,8 @@ def base_image(dockerfile: str) -> str:
         words = line.split()
         if words and words[0].upper() == "FROM":
             return words[1]
-    raise ValueError("Dockerfile: no FROM line")
+    msg = "Dockerfile: no FROM line"
+    raise ValueError(msg)
 
 
 def run_overheads(engine: str, images: list[str], repeats: int = 5) -> dict[str, float]:
@@ -276,6 +278,7 @@ def memory_checks(engine: str, image: str, work: Path) -> list[dict]:
 
 
 def report(facts: dict, rows: list[dict], equal: dict[str, bool], mem: list[dict], path: Path) -> None:
+    over_host = facts["cache"]["warm"] - facts["cache"]["host"]  # the first case, container - outside
     lines = [
         "# Container: the challenge protocol against the product image",
         "",
@@ -286,14 +289,13 @@ def report(facts: dict, rows: list[dict], equal: dict[str, bool], mem: list[dict
         "",
         f"- image size: {facts['size_mb']:.0f} MB",
         f"- per-container overhead (`run --rm IMAGE true`, median of 5, alternating with the bare base "
-        f"image `{facts['base']}`): {facts['overhead']:.2f} s; the base image's {facts['base_overhead']:.2f} s "
-        "(the engine's own start, whatever the image)",
+        f"image `{facts['base']}`): {facts['overhead']:.2f} s; the base image's "
+        f"{facts['base_overhead']:.2f} s (the engine's own start, whatever the image)",
         f"- first case ({facts['cache_case']}), median of 3, interleaved: in the container with the "
         f"baked compiled-model cache {facts['cache']['warm']:.2f} s, with an empty cache "
         f"{facts['cache']['cold']:.2f} s; outside it (`python -m app`, warm cache) "
-        f"{facts['cache']['host']:.2f} s: the container costs "
-        f"{facts['cache']['warm'] - facts['cache']['host']:+.2f} s; less the engine's own start "
-        f"(the base image's `true`) {facts['cache']['warm'] - facts['cache']['host'] - facts['base_overhead']:+.2f} s",
+        f"{facts['cache']['host']:.2f} s: the container costs {over_host:+.2f} s; less the engine's own "
+        f"start (the base image's `true`) {over_host - facts['base_overhead']:+.2f} s",
         f"- graphs `python -m app --warmup` loaded from the cache baked into the image: "
         f"{facts['baked_hits'][1]}/{facts['baked_hits'][0]}",
         f"- outputs equal to `python -m app` outside the container: {sum(equal.values())}/{len(equal)}",

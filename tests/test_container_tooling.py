@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from container.challenge_run import check_output, container_cmd
-from container.check import DOCKERFILE, base_image, equal_outputs, peak_rss_mb, public_sample
+from container.check import DOCKERFILE, base_image, equal_outputs, peak_rss_mb, public_sample, report
 
 
 def test_container_cmd_is_the_challenge_line(tmp_path: Path) -> None:
@@ -54,3 +54,15 @@ def test_base_image_is_the_dockerfiles_first_from() -> None:
     assert base_image("# FROM comment\nfrom a:1 AS build\nFROM b:2\n") == "a:1"
     with pytest.raises(ValueError, match="FROM"):
         base_image("RUN true\n")
+
+
+def test_report_gives_the_first_case_cost_less_the_engines_own_start(tmp_path: Path) -> None:
+    facts = {
+        "date": "d", "machine": "m", "engine": "podman", "image": "img", "size_mb": 1.0,
+        "base": "python:3.11-slim", "overhead": 0.17, "base_overhead": 0.16, "cache_case": "c.npz",
+        "cache": {"warm": 0.98, "cold": 1.2, "host": 0.82}, "baked_hits": (2, 2), "writes": [],
+    }  # fmt: skip
+    report(facts, [], {}, [], tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    assert "container costs +0.16 s; less the engine's own start (the base image's `true`) +0.00 s" in text
+    assert "the base image's 0.16 s" in text
