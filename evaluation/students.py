@@ -23,6 +23,7 @@ import numpy as np
 import openvino as ov
 import torch
 
+from app.precision import DEFAULT_PRECISION, host_precisions
 from app.sessions import compile_config
 from common.machine import describe
 from common.paths import MODELS, STUDENT_REPORTS
@@ -57,11 +58,14 @@ def export_candidate(name: str, folder: Path) -> tuple[Path, float, float]:
     return folder / "encoder.xml", params, encoder_gflops(model, 256)
 
 
-def time_models(xmls: dict[str, Path], rounds: int, repeats: int) -> dict[str, dict[int, float]]:
+def time_models(
+    xmls: dict[str, Path], rounds: int, repeats: int, precision: str = DEFAULT_PRECISION
+) -> dict[str, dict[int, float]]:
     """Model -> batch -> median over rounds of per-round medians (s per image); within a round
-    every (model, batch) is called in turn."""
+    every (model, batch) is called in turn. Every encoder compiled at ``precision``."""
     core = ov.Core()
-    compiled = {name: core.compile_model(str(xml), "CPU", compile_config()) for name, xml in xmls.items()}
+    config = compile_config(precision=precision)
+    compiled = {name: core.compile_model(str(xml), "CPU", config) for name, xml in xmls.items()}
     inputs = {b: np.random.default_rng(0).random((b, 3, 256, 256), dtype=np.float32) for b in BATCHES}
     calls = {(n, b): partial(compiled[n], {"image": inputs[b]}) for n in xmls for b in BATCHES}
     samples: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
@@ -96,10 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=STUDENT_REPORTS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=["f32", "bf16"],
+        help="every encoder at this precision (bf16: where the CPU runs it natively, Conventions 12)",
+    )
+    parser.add_argument(
+        "--candidates",
+        nargs="+",
+        default=None,
+        choices=[*STUDENTS, *TEACHER_AT],
+        help="only these (default all)",
+    )
     args = parser.parse_args(argv)
+    if args.precision not in host_precisions(ov.Core()):
+        parser.error(f"this CPU does not run {args.precision} natively")
     xmls = {TEACHER: args.models / "lite_medsam" / "encoder.xml"}
     facts: dict[str, tuple[float, float]] = {}
-    for name in [*STUDENTS, *TEACHER_AT]:
+    for name in args.candidates or [*STUDENTS, *TEACHER_AT]:
         xml, params, gflops = export_candidate(name, args.work / name)
         xmls[name], facts[name] = xml, (params, gflops)
         print(
@@ -108,16 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     teacher_model = build_architecture("lite_medsam")
     facts[TEACHER] = (sum(p.numel() for p in teacher_model.image_encoder.parameters()) / 1e6,
                       encoder_gflops(teacher_model, 256))  # fmt: skip
-    timing = time_models(xmls, args.rounds, args.repeats)
+    timing = time_models(xmls, args.rounds, args.repeats, args.precision)
     rows = [table_row(name, facts[name], timing[name], timing[TEACHER]) for name in xmls]
+    settings = " ".join(
+        [f"--rounds {args.rounds} --repeats {args.repeats}"]
+        + ([f"--precision {args.precision}"] if args.precision != DEFAULT_PRECISION else [])
+        + ([f"--candidates {' '.join(args.candidates)}"] if args.candidates else [])
+        + ([f"--out {args.out}"] if args.out != STUDENT_REPORTS else [])
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / "candidates.csv", rows)
     lines = [
         "# Student encoder candidates: speed on this CPU",
         "",
-        f"Machine: {describe()}. OpenVINO {ov.__version__}, fp32, the runtime's compile settings. "
-        f"Command: `make student-candidates` (`python -m evaluation.students --rounds {args.rounds} "
-        f"--repeats {args.repeats}`). {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"Machine: {describe()}. OpenVINO {ov.__version__}, {args.precision}, the runtime's compile "
+        f"settings. Command: `make student-candidates` (`python -m evaluation.students {settings}`). "
+        f"{time.strftime('%Y-%m-%d %H:%M')}.",
         "",
         "Encoder only, (B, 3, 256, 256) -> (B, 256, 64, 64); random weights (speed does not depend on "
         "them); median over rounds of the per-round median. GFLOPs from torch's FLOP counter "
