@@ -121,7 +121,8 @@ def write_summary(
         f"# Distillation: student `{cfg.student}` from TinyViT (LiteMedSAM)",
         "",
         f"Command: `make distill` (`{command_of(cfg, start)}`), "
-        f"{time.strftime('%Y-%m-%d')}. Machine: {describe()}. {start_of(cfg)} {objective_of(cfg, start)} "
+        f"report written {time.strftime('%Y-%m-%d')} on {describe()} (the steps may have been trained in "
+        f"earlier sittings, elsewhere). {start_of(cfg)} {objective_of(cfg, start)} "
         f"The run is carried between sittings in `checkpoints/distill/{run_name(cfg)}.pt` "
         "and continues from there.",
         f"Data: {sizes['train_cases']} train-split cases of `splits/public.csv` -> "
