@@ -139,9 +139,8 @@ def warmup(
     models: Path, cache_arg: Path | None, precision_mode: str, decoder_batch: int = 1, window: int = 0
 ) -> int:
     """Check every model's IR against the manifest (its rt_info), then compile it once at every
-    precision this host would run it at, so later runs load compiled blobs (one weightless blob
-    per graph read from a file serves every precision: the second loads the first's; a graph
-    built in memory has one per precision, ``cache_mode``); a model a 2D image
+    precision this host would run it at, so later runs load compiled blobs (each precision in
+    its own subfolder, ``precision_cache``); a model a 2D image
     can reach also gets its decoder for ``decoder_batch`` boxes per call (many-box images), on
     ``window``-cell windows when that is set.
     Exit 2 when the IR and the manifest disagree."""

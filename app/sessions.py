@@ -120,16 +120,33 @@ def cache_mode(graph: Path | ov.Model) -> dict[Any, Any]:
     decoder: OpenVINO never loaded a weightless blob of one, it compiled again on every run; its
     in-memory key covers its weights).
 
-    The key covers neither the precision hint nor this mode. A weightless blob serves fp32 and
-    bf16 alike, the precision applied when it is loaded (each computes its own precision's
-    outputs exactly, in either order, ``tests/test_cache.py``), so the mode cannot depend on the
-    precision: a whole bf16 blob would be what the fp32 graph loads, stale weights included. A
-    whole blob does not: compiled at fp32 and loaded at bf16 it computes neither (max |diff| 0.005
-    in a decoder's logits, a pixel of a Microscopy mask, found by ``make container-test``), so a
-    graph built in memory carries its inference type in its key (``keyed_by_type``).
+    The key covers neither the precision hint nor this mode, so each inference type keeps its
+    blobs in a folder of its own (``precision_cache``): a blob is only ever loaded at the type it
+    was compiled at. Shared, a weightless decoder blob compiled at fp32 and loaded at bf16
+    computed garbage on an Intel Xeon with AMX (logits off by up to 24.8; on an AMD EPYC with
+    AVX512_BF16 it computed bf16 exactly), and a whole blob compiled at fp32 and loaded at bf16
+    computes neither (max |diff| 0.005 in a decoder's logits, a pixel of a Microscopy mask, found
+    by ``make container-test``). A graph built in memory also carries its inference type in its
+    key (``keyed_by_type``), for a cache folder shared with an older release.
     The value is the mode's name: the CPU plugin of OpenVINO 2026.4 rejects ``props.CacheMode``
     members ("Wrong value for property key CACHE_MODE")."""
     return {props.cache_mode: "OPTIMIZE_SIZE" if isinstance(graph, Path) else "OPTIMIZE_SPEED"}
+
+
+def precision_cache(core: ov.Core, element_type: ov.Type) -> dict[Any, Any]:
+    """The compile setting that keeps the blobs of graphs compiled at ``element_type`` in their
+    own subfolder of ``core``'s cache folder (``cache_mode``: OpenVINO's key ignores the type).
+    No cache: no setting. A subfolder that cannot be made (a read-only baked cache lacking it):
+    that compile runs uncached."""
+    root = str(core.get_property(props.cache_dir))
+    if not root:
+        return {}
+    folder = Path(root) / element_type.get_type_name()
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError:
+        return {props.cache_dir: str(folder) if folder.is_dir() else ""}
+    return {props.cache_dir: str(folder)}
 
 
 def keyed_by_type(model: ov.Model, element_type: ov.Type) -> ov.Model:
@@ -449,7 +466,11 @@ class SessionCache:
                 model = keyed_by_type(decoder_for_windows(self._core, xml, boxes, window), element_type)
             elif boxes > 1:
                 model = keyed_by_type(decoder_for_boxes(self._core, xml, boxes), element_type)
-            config = compile_config(self._threads, precision, graph) | cache_mode(model)
+            config = (
+                compile_config(self._threads, precision, graph)
+                | cache_mode(model)
+                | precision_cache(self._core, element_type)
+            )
             self._compiled[key] = compile_with_retry(self._core, model, config)
             self.compiles += 1
         return self._compiled[key]
@@ -548,10 +569,10 @@ def decoder_for_windows(core: ov.Core, xml: Path, boxes: int, window: int) -> ov
 
 def compile_with_retry(core: ov.Core, graph: Path | ov.Model, config: dict[Any, Any]) -> ov.CompiledModel:
     """``core.compile_model`` of ``graph`` (an IR path, or a model read from one) under its cache
-    folder's lock, tried again when it raises (a cache-write race); the last attempt's error
-    propagates."""
+    folder's lock (``config``'s, else ``core``'s), tried again when it raises (a cache-write
+    race); the last attempt's error propagates."""
     model = str(graph) if isinstance(graph, Path) else graph
-    with cache_lock(str(core.get_property(props.cache_dir))):
+    with cache_lock(str(config.get(props.cache_dir, core.get_property(props.cache_dir)))):
         for attempt in range(1, COMPILE_ATTEMPTS):
             try:
                 return core.compile_model(model, "CPU", config)

@@ -38,8 +38,8 @@ def test_every_graph_loads_from_the_cache_a_warmup_wrote_and_computes_the_same(
     cache = tmp_path / "cache"
     SessionCache(create_core(cache), models_dir).get("lite_medsam", precision).compile_all(decoder_batch=8)
     bins = sorted((models_dir / "lite_medsam" / f"{g}.bin").stat().st_size for g in ("decoder", "encoder"))
-    blobs = sorted(p.stat().st_size for p in cache.glob("*.blob"))
-    assert len(blobs) == 3, blobs
+    blobs = sorted(p.stat().st_size for p in (cache / precision).glob("*.blob"))
+    assert len(blobs) == 3 and len(list(cache.rglob("*.blob"))) == 3, blobs
     assert blobs[0] < bins[0] / 10 and blobs[1] < bins[0] / 10, (blobs, bins)  # weightless IR graphs
     assert blobs[2] > bins[0] / 2, (blobs, bins)  # the batched decoder, with its weights
 
@@ -94,31 +94,55 @@ def test_a_weight_file_changed_in_place_is_what_the_cached_graph_computes(
 
 
 @pytest.mark.parametrize("order", [("bf16", "f32"), ("f32", "bf16")])
-def test_a_weightless_blob_serves_both_precisions_and_each_computes_its_own(
+def test_each_precision_loads_only_its_own_blobs_and_computes_its_own(
     tmp_path: Path, models_dir: Path, order: tuple[str, str]
 ) -> None:
-    """OpenVINO's cache key covers neither the precision hint nor the cache mode: a graph read
-    from a file and compiled at one precision writes the blob the other precision then loads.
-    Weightless, the precision is applied at load: in either order, each computes what its own
-    precision computes without a cache (exactly, but for ``ENCODER_RELOAD_ATOL``), and the two
-    differ."""
+    """OpenVINO's cache key covers neither the precision hint nor the cache mode: sharing one
+    folder, a graph read from a file and compiled at one precision wrote the weightless blob the
+    other precision then loaded, and on an Intel Xeon with AMX the lite_medsam decoder compiled
+    at fp32 and loaded at bf16 computed logits up to 24.8 away from bf16's own. Each inference
+    type has its own subfolder (``precision_cache``): in either order, the second precision
+    compiles its own blobs (nothing loaded), and each computes what its precision computes
+    without a cache (exactly, but for ``ENCODER_RELOAD_ATOL``), the two differing."""
     if "bf16" not in host_precisions(create_core(None)):
         pytest.skip("this CPU does not run bf16 natively")
     cache = tmp_path / "cache"
     image = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
     box = np.array([30, 40, 120, 160], np.float32)  # (4,) model frame
     outputs = {}
-    for precision, loaded in zip(order, (False, True), strict=True):
+    for precision in order:
         cached = SessionCache(create_core(cache), models_dir).get("lite_medsam", precision)
         graphs = [cached.compile_encoder(), cached.compile_decoder()]
-        assert [g.get_property(props.loaded_from_cache) for g in graphs] == [loaded, loaded], precision
-        assert len(list(cache.glob("*.blob"))) == 2
+        assert [g.get_property(props.loaded_from_cache) for g in graphs] == [False, False], precision
+        assert len(list((cache / precision).glob("*.blob"))) == 2, precision
         fresh = SessionCache(create_core(None), models_dir).get("lite_medsam", precision)
         embedding = cached.encode(image)
         assert same_embedding(embedding, fresh.encode(image), precision), precision
         assert np.array_equal(cached.decode(embedding, box), fresh.decode(embedding, box)), precision
         outputs[precision] = embedding
     assert not np.array_equal(outputs["f32"], outputs["bf16"])
+
+
+def test_a_read_only_cache_without_a_precision_folder_compiles_that_precision_uncached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baked cache in a read-only image lacking a precision's folder (baked on a host without
+    that precision): that precision compiles uncached; a folder that is there is used."""
+    import openvino as ov
+
+    from app.sessions import precision_cache
+
+    cache = tmp_path / "cache"
+    (cache / "f32").mkdir(parents=True)
+    core = create_core(cache)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(f"read-only: {self}")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert precision_cache(core, ov.Type.bf16) == {props.cache_dir: ""}
+    assert precision_cache(core, ov.Type.f32) == {props.cache_dir: str(cache / "f32")}
+    assert precision_cache(create_core(None), ov.Type.f32) == {}
 
 
 @pytest.mark.parametrize("order", [("f32", "bf16"), ("bf16", "f32")])
@@ -143,7 +167,7 @@ def test_a_graph_built_in_memory_has_a_blob_per_precision(
             fresh = SessionCache(create_core(None), models_dir).get("lite_medsam", precision)
             many = cached.decode_many(embedding, boxes, 8)
             assert np.array_equal(many, fresh.decode_many(embedding, boxes, 8)), (run, precision)
-    assert len(list(cache.glob("*.blob"))) == 2
+    assert [len(list((cache / p).glob("*.blob"))) for p in order] == [1, 1]
 
 
 def test_a_second_warmup_loads_every_graph_from_the_cache_and_says_so(
@@ -151,8 +175,8 @@ def test_a_second_warmup_loads_every_graph_from_the_cache_and_says_so(
 ) -> None:
     """What ``make container-test`` reads off ``python -m app --warmup`` in the image: the first
     warm-up into an empty cache compiles each model's graphs at its first precision (a host with
-    native bf16 warms more than one, and a later one may load the first's weightless blobs: one
-    such blob per graph serves every precision); a second warm-up loads every graph."""
+    native bf16 warms more than one, and a later one finds no blob of the first's: each precision
+    keeps its own, ``precision_cache``); a second warm-up loads every graph."""
     from app.cli import warmup
     from container.check import WARMUP_COUNTS, warmup_counts
 
