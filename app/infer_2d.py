@@ -79,6 +79,16 @@ def by_decoder(plans: list[BoxPlan]) -> list[list[BoxPlan]]:
     return list(groups.values())
 
 
+def decoder_form(boxes: int, input_size: int, batch: int, window: int) -> tuple[int, int]:
+    """(boxes per call, window cells) of the decoder graph a group of ``boxes`` boxes of one
+    image decodes with first (``decode_group``): one box per call below BATCHED_FROM boxes or
+    without batching, else ``batch`` per call, on ``window``-cell windows where those are laid
+    out (a 256 frame), else whole. What ``predict_case`` has loaded in the background."""
+    if batch < 2 or boxes < BATCHED_FROM:
+        return 1, 0
+    return batch, window if window and input_size == GRID * CELL else 0
+
+
 def decode_whole(
     group: list[BoxPlan], embedding: np.ndarray, batch: int
 ) -> Iterator[tuple[BoxPlan, np.ndarray]]:
@@ -86,7 +96,7 @@ def decode_whole(
     come (a call's worth in memory at a time): ``batch`` boxes per call when the group has at
     least BATCHED_FROM, else one."""
     decoder = group[0].decoder
-    if batch < 2 or len(group) < BATCHED_FROM:
+    if decoder_form(len(group), decoder.input_size, batch, 0) == (1, 0):
         for plan in group:
             yield plan, decoder.decode(embedding, plan.box_model)
         return
@@ -106,7 +116,7 @@ def decode_group(
     logits where the window is closed; every other box, and every box of a smaller group, is
     decoded whole (``decode_whole``)."""
     decoder = group[0].decoder
-    if batch < 2 or len(group) < BATCHED_FROM or not window or decoder.input_size != GRID * CELL:
+    if decoder_form(len(group), decoder.input_size, batch, window)[1] == 0:
         yield from decode_whole(group, embedding, batch)  # windows are laid out on a 256 frame
         return
     placed = [(plan, window_corner(plan.box_model, window)) for plan in group]

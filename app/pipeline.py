@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import CaseError
-from app.infer_2d import segment_image
+from app.infer_2d import decoder_form, segment_image
 from app.infer_3d import segment_volume
 from app.inputs import input_kind, output_name
 from app.novelty import BoxRouter
@@ -123,6 +123,9 @@ def predict_case(
         key = DEFAULT_MODEL_KEY
     session = sessions.get(key, precision)
     router = box_router(key, sessions, precision)
+    batch, window = sessions.decoder_batch, sessions.decoder_window
+    form = (1, 0) if case.is_3d else decoder_form(len(case.boxes), session.input_size, batch, window)
+    sessions.prefetch_decoder(key, precision, *form)  # loads while the encoder loads and runs
     log.debug(
         "%s: %dD, image %s, %d boxes, modality %s -> model %s at %s",
         case.name,
@@ -138,8 +141,6 @@ def predict_case(
         result = segment_volume(case.image, case.boxes, session, on_step=progress, choose=router)
     else:
         progress = Progress(case.name, "boxes")
-        batch = sessions.decoder_batch
-        window = sessions.decoder_window
         result = segment_image(
             case.image, case.boxes, session, choose=router, batch=batch, on_step=progress, window=window
         )

@@ -11,8 +11,10 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -379,6 +381,10 @@ class SamSession:
             self.compile_decoder(decoder_batch, window)
 
 
+# A compiled graph: (IR, boxes per call, window cells, inference type name)
+GraphKey = tuple[Path, int, int, str]
+
+
 class SessionCache:
     """Lazily compiles and keeps one :class:`SamSession` per model key."""
 
@@ -404,7 +410,9 @@ class SessionCache:
         self.precision_mode = precision_mode
         self._native: set[str] | None = None  # the host's native precisions, asked on first need
         self._threads = threads
-        self._compiled: dict[tuple[Path, int, int, str], ov.CompiledModel] = {}  # shared graphs compile once
+        self._compiled: dict[GraphKey, ov.CompiledModel] = {}  # shared graphs compile once
+        self._pending: dict[GraphKey, Future[ov.CompiledModel]] = {}  # prefetched
+        self._background: ThreadPoolExecutor | None = None  # one thread, made on the first prefetch
         self.compiles = 0  # graphs compiled by this cache (a cohort worker checks: once each)
         self._sessions: dict[tuple[str, str], SamSession] = {}
         self._references: dict[str, Reference | None] = {}
@@ -453,27 +461,57 @@ class SessionCache:
             self._screens[key] = None if path is None else load_screen(path)
         return self._screens[key]
 
+    def prefetch_decoder(self, key: str, precision: str, boxes: int = 1, window: int = 0) -> None:
+        """Start compiling (or loading from the cache) model ``key``'s decoder for ``boxes`` boxes
+        per call on ``window``-cell windows at ``precision``, in a background thread, while the
+        caller loads and runs the encoder: the first decode finds it ready, or waits for it (an
+        error it met is raised there). A decoder already compiled or started is left alone."""
+        xml = self.get(key, precision).entry.decoder_xml
+        graph_key = self._graph_key(xml, boxes, window, "decoder", precision)
+        if graph_key in self._compiled or graph_key in self._pending:
+            return
+        if self._background is None:
+            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._pending[graph_key] = self._background.submit(
+            self._compile_now, xml, boxes, window, "decoder", precision
+        )
+
+    @staticmethod
+    def _graph_key(xml: Path, boxes: int, window: int, graph: str, precision: str) -> GraphKey:
+        return xml, boxes, window, inference_type(precision, graph).get_type_name()
+
     def _compile(self, xml: Path, boxes: int, window: int, graph: str, precision: str) -> ov.CompiledModel:
         """``xml`` (an encoder or decoder: ``graph``) compiled at ``precision``'s type for that
-        graph; a decoder with ``boxes`` > 1 is first reshaped to take that many boxes per call
-        (the shipped IR takes 1), and one with ``window`` > 0 made to upscale ``window``-cell
-        windows only. Keyed by the type, so sessions whose precisions agree on a graph share it."""
-        element_type = inference_type(precision, graph)
-        key = (xml, boxes, window, element_type.get_type_name())
+        graph, once (a prefetched one: when its background compile ends). Keyed by the type, so
+        sessions whose precisions agree on a graph share it."""
+        key = self._graph_key(xml, boxes, window, graph, precision)
         if key not in self._compiled:
-            model: Path | ov.Model = xml
-            if window:
-                model = keyed_by_type(decoder_for_windows(self._core, xml, boxes, window), element_type)
-            elif boxes > 1:
-                model = keyed_by_type(decoder_for_boxes(self._core, xml, boxes), element_type)
-            config = (
-                compile_config(self._threads, precision, graph)
-                | cache_mode(model)
-                | precision_cache(self._core, element_type)
-            )
-            self._compiled[key] = compile_with_retry(self._core, model, config)
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                self._compiled[key] = pending.result()
+            else:
+                self._compiled[key] = self._compile_now(xml, boxes, window, graph, precision)
             self.compiles += 1
         return self._compiled[key]
+
+    def _compile_now(
+        self, xml: Path, boxes: int, window: int, graph: str, precision: str
+    ) -> ov.CompiledModel:
+        """Compile ``xml`` at ``precision``'s type for ``graph``; a decoder with ``boxes`` > 1 is
+        first reshaped to take that many boxes per call (the shipped IR takes 1), and one with
+        ``window`` > 0 made to upscale ``window``-cell windows only."""
+        element_type = inference_type(precision, graph)
+        model: Path | ov.Model = xml
+        if window:
+            model = keyed_by_type(decoder_for_windows(self._core, xml, boxes, window), element_type)
+        elif boxes > 1:
+            model = keyed_by_type(decoder_for_boxes(self._core, xml, boxes), element_type)
+        config = (
+            compile_config(self._threads, precision, graph)
+            | cache_mode(model)
+            | precision_cache(self._core, element_type)
+        )
+        return compile_with_retry(self._core, model, config)
 
 
 # Processes sharing one compiled-model cache folder (cohort workers, shards, parallel containers
@@ -485,29 +523,53 @@ class SessionCache:
 # (a directory opened read-only: no lock file is written, so a baked cache in a container's own
 # filesystem stays unchanged, and the kernel releases the lock if the process dies). A folder that
 # cannot be opened gets no lock. The retry stays for what the lock cannot cover (a cache on a
-# filesystem without flock).
+# filesystem without flock). Threads of one process share the process's lock on a folder (a
+# decoder loading in the background while the encoder loads, ``prefetch_decoder``): two flocks of
+# one process on one folder would wait on each other, and OpenVINO's Core compiles from several
+# threads at once.
 COMPILE_ATTEMPTS = 3
+# cache folder -> [its open descriptor holding the flock, threads inside the lock]
+_HELD_LOCKS: dict[str, list[int]] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _take_lock(cache_dir: str) -> list[int] | None:
+    """This process's hold on ``cache_dir``'s lock, taken (the flock waited for) by the first
+    thread in; None: a folder that cannot be opened (OpenVINO writes nothing there either)."""
+    with _HELD_GUARD:
+        held = _HELD_LOCKS.get(cache_dir)
+        if held is None:
+            try:
+                fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a filesystem without flock: the retry in compile_with_retry remains
+                pass
+            held = _HELD_LOCKS[cache_dir] = [fd, 0]
+        held[1] += 1
+        return held
+
+
+def _drop_lock(cache_dir: str, held: list[int]) -> None:
+    """The last thread out closes the descriptor, which releases the flock."""
+    with _HELD_GUARD:
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD_LOCKS[cache_dir]
+            os.close(held[0])
 
 
 @contextmanager
 def cache_lock(cache_dir: str) -> Iterator[None]:
-    """Hold the exclusive compile lock of ``cache_dir`` ('': no cache, no lock)."""
-    if not cache_dir:
-        yield
-        return
+    """Hold the exclusive compile lock of ``cache_dir`` for this process ('': no cache, no lock)."""
+    held = _take_lock(cache_dir) if cache_dir else None
     try:
-        fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:  # no such folder: OpenVINO writes nothing there either
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a filesystem without flock: the retry in compile_with_retry remains
-            pass
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        if held is not None:
+            _drop_lock(cache_dir, held)
 
 
 def decoder_for_boxes(core: ov.Core, xml: Path, boxes: int) -> ov.Model:

@@ -137,7 +137,8 @@ def test_a_read_only_cache_without_a_precision_folder_compiles_that_precision_un
     core = create_core(cache)
 
     def refuse(self: Path, *args: object, **kwargs: object) -> None:
-        raise PermissionError(f"read-only: {self}")
+        msg = f"read-only: {self}"
+        raise PermissionError(msg)
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     assert precision_cache(core, ov.Type.bf16) == {props.cache_dir: ""}

@@ -103,6 +103,25 @@ def test_segment_image_batches_a_decoder_only_from_batched_from_boxes(n: int, ca
     assert np.array_equal(out.labels, unbatched.labels)
 
 
+@pytest.mark.parametrize(
+    ("boxes", "size", "batch", "window", "form"),
+    [
+        (BATCHED_FROM - 1, 256, 8, 6, (1, 0)),  # few boxes: one per call
+        (BATCHED_FROM, 256, 1, 6, (1, 0)),  # batching off
+        (BATCHED_FROM, 256, 8, 6, (8, 6)),  # many: batched, on windows
+        (BATCHED_FROM, 256, 8, 0, (8, 0)),  # windows off
+        (BATCHED_FROM, 1024, 8, 6, (8, 0)),  # windows are laid out on a 256 frame only
+    ],
+)
+def test_decoder_form_names_the_graph_a_group_decodes_with_first(
+    boxes: int, size: int, batch: int, window: int, form: tuple[int, int]
+) -> None:
+    """What ``predict_case`` prefetches: the graph ``decode_group`` first asks for."""
+    from app.infer_2d import decoder_form
+
+    assert decoder_form(boxes, size, batch, window) == form
+
+
 def test_each_decoder_of_a_routed_image_batches_on_its_own_count() -> None:
     """A router splits the boxes: the decoder with many batches, the one with few does not, and
     the labels equal the unbatched run's (paint order never matters)."""

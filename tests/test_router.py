@@ -620,6 +620,80 @@ def test_compiles_against_one_cache_folder_wait_for_each_other(tmp_path: Path, m
     assert {p.suffix for p in cache.iterdir()} == {".blob"}, sorted(cache.iterdir())
 
 
+def test_threads_of_one_process_share_its_cache_lock_and_the_last_out_releases_it(tmp_path: Path) -> None:
+    """A decoder loading in the background while the encoder loads (``prefetch_decoder``): both
+    threads are inside the folder's lock at once (two flocks of one process would wait on each
+    other), and the lock is free for another process once the last thread leaves."""
+    import fcntl
+    import os
+    import threading
+
+    from app.sessions import cache_lock
+
+    def free_elsewhere() -> bool:  # another open file description stands for another process
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def background() -> None:
+        with cache_lock(str(tmp_path)):
+            inside.set()
+            leave.wait(30)
+
+    with cache_lock(str(tmp_path)):
+        thread = threading.Thread(target=background)
+        thread.start()
+        assert inside.wait(30), "the second thread waited for the first"
+        assert not free_elsewhere()
+    assert not free_elsewhere()  # the background thread is still inside
+    leave.set()
+    thread.join(30)
+    assert free_elsewhere()
+
+
+def test_a_prefetched_decoder_is_the_one_decoding_and_compiles_once(tmp_path: Path, models_dir: Path) -> None:
+    """``prefetch_decoder`` loads the decoder in the background; the session's decoder is that
+    graph (one compile, not two), and it decodes as one compiled in the foreground does."""
+    from app.sessions import SessionCache, create_core
+
+    sessions = SessionCache(create_core(tmp_path / "cache"), models_dir)
+    sessions.prefetch_decoder("lite_medsam", "f32")
+    sessions.prefetch_decoder("lite_medsam", "f32")  # already started: left alone
+    session = sessions.get("lite_medsam", "f32")
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal((1, 256, 64, 64), dtype=np.float32)
+    box = np.array([30, 40, 120, 160], np.float32)
+    logits = session.decode(embedding, box)
+    assert sessions.compiles == 1 and not sessions._pending
+    fresh = SessionCache(create_core(None), models_dir).get("lite_medsam", "f32")
+    assert np.array_equal(logits, fresh.decode(embedding, box))
+    sessions.prefetch_decoder("lite_medsam", "f32")  # compiled: nothing to start
+    assert not sessions._pending and sessions.compiles == 1
+
+
+def test_a_prefetch_that_failed_raises_where_the_decoder_is_needed(tmp_path: Path, models_dir: Path) -> None:
+    """An error met in the background is the first decode's, not lost with the thread."""
+    import shutil
+
+    from app.sessions import SessionCache, create_core
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    (models / "lite_medsam" / "decoder.xml").write_text("<net>not a graph")
+    sessions = SessionCache(create_core(None), models)
+    sessions.prefetch_decoder("lite_medsam", "f32")
+    with pytest.raises(RuntimeError):
+        sessions.get("lite_medsam", "f32").compile_decoder()
+
+
 def test_box_router_scores_each_box_as_the_reference_does() -> None:
     """The router reuses its image's statistics across boxes; each score still equals the
     reference's novelty of that box's full features."""
