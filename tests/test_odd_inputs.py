@@ -21,6 +21,7 @@ class FakeSessions:
         self.routes: dict[tuple[int, str], str] = {}  # every case to the default model
         self.decoder_batch = 8  # the app's default: the 300-box row decodes in batches
         self.decoder_window = 16  # the app's default: on windows where its boxes fit
+        self.prefetched: list[tuple[int, int]] = []  # decoder forms loaded ahead: (boxes, window)
 
     def precision_for(self, dims: int, modality: str | None) -> str:
         return "f32"
@@ -31,6 +32,9 @@ class FakeSessions:
 
     def screen(self, key: str) -> None:
         return None  # no image screen: every case goes to its routed model
+
+    def prefetch_decoder(self, key: str, precision: str, boxes: int = 1, window: int = 0) -> None:
+        self.prefetched.append((boxes, window))
 
 
 def test_the_catalogue_is_big_enough() -> None:
@@ -50,7 +54,10 @@ def test_catalogue_row(odd: Odd, tmp_path: Path) -> None:
         assert str(err.value).startswith(f"{odd.name}: ") and odd.error in str(err.value)
         assert list(outputs.iterdir()) == []
         return
-    predict_case(path, outputs, FakeSessions())
+    sessions = FakeSessions()
+    predict_case(path, outputs, sessions)
+    # the case's decoder was loaded ahead in the form its boxes decode with first
+    assert len(sessions.prefetched) == 1
     with np.load(outputs / odd.name) as data:
         assert data.files == ["segs"]
         segs = data["segs"]
@@ -67,3 +74,16 @@ def test_oct_is_never_routed_as_ct() -> None:
 def test_readme_table_is_the_catalogue() -> None:
     readme = (ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README odd-input table is stale: python -m tests.odd_inputs"
+
+
+@pytest.mark.parametrize(
+    ("name", "form"), [("2DBox_Microscopy_300.npz", (8, 16)), ("3DBox_CT_oneslice.npz", (1, 0))]
+)
+def test_the_decoder_loaded_ahead_is_the_one_the_case_decodes_with_first(
+    name: str, form: tuple[int, int], tmp_path: Path
+) -> None:
+    """300 boxes of one image decode 8 per call on windows; a volume's objects one at a time."""
+    odd = next(o for o in CATALOGUE if o.name == name)
+    sessions = FakeSessions()
+    predict_case(odd.write(tmp_path), tmp_path, sessions)
+    assert sessions.prefetched == [form]
