@@ -532,3 +532,19 @@ def test_a_rerun_of_a_finished_carry_ships_the_shipped_bytes_when_the_weights_ar
     assert other.read_bytes() == changed
     keep_shipped_bytes(other, tmp_path / "missing.pt")  # nothing shipped yet: nothing to keep
     assert other.read_bytes() == changed
+
+
+def test_candidates_are_timed_at_each_batch_on_the_static_batch_ir(models_dir: Path) -> None:
+    """The encoder IR is exported with a static batch of 1; `make student-candidates` times batch
+    8 on the same IR reshaped (it raised before stop 46)."""
+    import numpy as np
+    import openvino as ov
+
+    from evaluation.students import with_batch
+
+    core = ov.Core()
+    xml = models_dir / "student_tinyvit_r112d" / "encoder.xml"
+    assert list(core.read_model(str(xml)).input("image").get_shape()) == [1, 3, 256, 256]
+    compiled = core.compile_model(with_batch(core, xml, 2), "CPU")
+    out = compiled({"image": np.zeros((2, 3, 256, 256), np.float32)})[0]
+    assert out.shape == (2, 256, 64, 64)
