@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
+from app.precision import DEFAULT_PRECISION
 from app.routing import DEFAULT_MODEL_KEY
 from app.sessions import compile_config, default_threads, read_manifest
 from common.machine import describe
@@ -61,16 +62,21 @@ def call_with(compiled: ov.CompiledModel, inputs: Inputs) -> Callable[[], object
 
 
 def reshaped_graphs(
-    xml: Path, batches: tuple[int, ...], inputs_of: Callable[[int], Inputs], threads: int | None, graph: str
+    xml: Path,
+    batches: tuple[int, ...],
+    inputs_of: Callable[[int], Inputs],
+    threads: int | None,
+    graph: str,
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[int, ov.CompiledModel]:
-    """batch -> the IR ``xml`` (an encoder or decoder: ``graph``) compiled for the shapes of
-    ``inputs_of(batch)``."""
+    """batch -> the IR ``xml`` (an encoder or decoder: ``graph``) compiled at ``precision`` for
+    the shapes of ``inputs_of(batch)``."""
     core = ov.Core()
     graphs = {}
     for b in batches:
         model = core.read_model(xml)
         model.reshape({name: list(x.shape) for name, x in inputs_of(b).items()})
-        graphs[b] = core.compile_model(model, "CPU", compile_config(threads, graph=graph))
+        graphs[b] = core.compile_model(model, "CPU", compile_config(threads, precision, graph))
     return graphs
 
 

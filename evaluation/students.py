@@ -24,10 +24,10 @@ import openvino as ov
 import torch
 
 from app.precision import DEFAULT_PRECISION, host_precisions
-from app.sessions import compile_config
 from common.machine import describe
 from common.paths import MODELS, STUDENT_REPORTS
 from common.reports import write_csv, write_report
+from evaluation.batching import encoder_inputs, reshaped_graphs
 from evaluation.timing import alternating_medians
 from export.to_onnx import export_encoder
 from export.to_openvino import convert_to_ir
@@ -58,28 +58,17 @@ def export_candidate(name: str, folder: Path) -> tuple[Path, float, float]:
     return folder / "encoder.xml", params, encoder_gflops(model, 256)
 
 
-def with_batch(core: ov.Core, xml: Path, batch: int) -> ov.Model:
-    """The encoder IR at ``xml`` (exported with a static batch of 1) reshaped to ``batch``
-    slices per call."""
-    model = core.read_model(str(xml))
-    model.reshape({"image": [batch, 3, 256, 256]})
-    return model
-
-
 def time_models(
     xmls: dict[str, Path], rounds: int, repeats: int, precision: str = DEFAULT_PRECISION
 ) -> dict[str, dict[int, float]]:
     """Model -> batch -> median over rounds of per-round medians (s per image); within a round
     every (model, batch) is called in turn. Every encoder compiled at ``precision``."""
-    core = ov.Core()
-    config = compile_config(precision=precision)
-    compiled = {
-        (name, b): core.compile_model(with_batch(core, xml, b), "CPU", config)
+    compiled = {  # the IR has a static batch of 1: reshaped to each batch timed
+        name: reshaped_graphs(xml, BATCHES, encoder_inputs, None, "encoder", precision)
         for name, xml in xmls.items()
-        for b in BATCHES
     }
     inputs = {b: np.random.default_rng(0).random((b, 3, 256, 256), dtype=np.float32) for b in BATCHES}
-    calls = {(n, b): partial(compiled[n, b], {"image": inputs[b]}) for n in xmls for b in BATCHES}
+    calls = {(n, b): partial(compiled[n][b], {"image": inputs[b]}) for n in xmls for b in BATCHES}
     samples: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
     for r in range(rounds):
         for key, seconds in alternating_medians(calls, repeats, warmup=1 if r == 0 else 0).items():

@@ -540,11 +540,11 @@ def test_candidates_are_timed_at_each_batch_on_the_static_batch_ir(models_dir: P
     import numpy as np
     import openvino as ov
 
-    from evaluation.students import with_batch
+    from evaluation.batching import encoder_inputs, reshaped_graphs
 
     core = ov.Core()
     xml = models_dir / "student_tinyvit_r112d" / "encoder.xml"
     assert list(core.read_model(str(xml)).input("image").get_shape()) == [1, 3, 256, 256]
-    compiled = core.compile_model(with_batch(core, xml, 2), "CPU")
+    compiled = reshaped_graphs(xml, (2,), encoder_inputs, None, "encoder")[2]
     out = compiled({"image": np.zeros((2, 3, 256, 256), np.float32)})[0]
     assert out.shape == (2, 256, 64, 64)
